@@ -1,0 +1,58 @@
+"""Fields every Preaviso event carries, and the strict base model they share."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+def _no_control_chars(value: str) -> str:
+    # Text from events ends up in mail headers and bodies; CR/LF in a header is
+    # an injection, so single-line fields refuse every control character.
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must be a single line without control characters (CR, LF, TAB, ...)")
+    return value
+
+
+Line = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control_chars)]
+"""A non-empty single line of text, safe to place in a header."""
+
+Text = Annotated[str, Field(max_length=4000)]
+"""Free text for mail bodies; may span lines, is escaped when rendered."""
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"),
+]
+"""Ids and SKUs: they become Kafka keys and table keys, so they stay plain ASCII."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Strict, immutable model: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Event(Contract):
+    """Envelope fields shared by every event that crosses a topic."""
+
+    event_id: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        default_factory=lambda: str(uuid.uuid4()),
+        description="Unique id of this event; publishers reuse it on retries so it is deduplicated.",
+    )
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = Field(
+        default=SCHEMA_VERSION, description="Version of this contract the publisher wrote."
+    )
+    occurred_at: AwareDatetime = Field(
+        default_factory=_now, description="When it happened upstream, with a time zone."
+    )
+    source: Line = Field(default="unknown", description="The publishing system, for audits.")

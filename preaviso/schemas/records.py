@@ -1,0 +1,106 @@
+"""Contracts Preaviso itself writes: impacts, notices, receipts and dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from preaviso.schemas.base import Contract, Event, Identifier, Line, Text
+from preaviso.schemas.events import Locale, PolicyKind
+
+NOTICE_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4d57-9a43-7e1c2b9d0a11")
+
+
+def notice_id_for(event_id: str, customer_id: str) -> str:
+    """Stable id of the notice one event owes one customer: the dedup and ledger key."""
+    return str(uuid.uuid5(NOTICE_NAMESPACE, f"{event_id}\x1f{customer_id}"))
+
+
+class ImpactKind(StrEnum):
+    DISCONTINUATION = "discontinuation"
+    POLICY_CHANGE = "policy_change"
+
+
+class OwnedProduct(Contract):
+    """What the customer owns that makes them affected."""
+
+    sku: Identifier
+    product_name: Line
+    purchase_date: date
+
+
+class Impact(Event):
+    """One customer affected by one event, with the reason why."""
+
+    type: Literal["Impact"] = "Impact"
+    notice_id: str
+    kind: ImpactKind
+    customer_id: Identifier
+    cause_event_id: str
+    reason: Text = Field(description="Why this customer receives the notice, for the ledger.")
+    effective_date: date
+    # Discontinuation details
+    model_name: Line | None = None
+    products: list[OwnedProduct] = []
+    last_order_date: date | None = None
+    spare_parts_until: date | None = None
+    replacement_offer: Text | None = None
+    # Policy details
+    policy_id: Identifier | None = None
+    policy_kind: PolicyKind | None = None
+    title: Line | None = None
+    old_terms: Text | None = None
+    new_terms: Text | None = None
+    required_notice_days: int | None = None
+
+
+class Notice(Event):
+    """A rendered email, ready to send: the exact bytes are kept as proof."""
+
+    type: Literal["Notice"] = "Notice"
+    notice_id: str
+    customer_id: Identifier
+    cause_event_id: str
+    recipient: str
+    locale: Locale
+    subject: Line
+    message_id: str
+    mime: str = Field(description="The full RFC 5322 message, CRLF line endings, ASCII.")
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    REJECTED = "rejected"
+
+
+class DeliveryReceipt(Event):
+    """What the SMTP server answered for one notice: the proof of sending."""
+
+    type: Literal["DeliveryReceipt"] = "DeliveryReceipt"
+    notice_id: str
+    customer_id: Identifier
+    message_id: str
+    recipient: str
+    status: DeliveryStatus
+    smtp_code: int
+    smtp_reply: Text
+    sent_at: AwareDatetime
+
+
+class DeadLetter(Contract):
+    """A record a stage could not handle, kept whole with the reason."""
+
+    type: Literal["DeadLetter"] = "DeadLetter"
+    stage: Line
+    reason: Text
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(description="Original key, base64.")
+    value: str = Field(description="Original value bytes, base64.")
+    failed_at: datetime
+    error_type: Annotated[str, Field(max_length=200)]
