@@ -1,0 +1,45 @@
+"""Mail: build a notice's MIME bytes and send them over a pooled SMTP transport."""
+
+from preaviso.mail.errors import (
+    HeaderInjectionError,
+    InvalidAddressError,
+    MailError,
+    MessageError,
+    SmtpAuthenticationError,
+    SmtpPermanentError,
+    SmtpReplyError,
+    SmtpTemporaryError,
+    SmtpTimeoutError,
+    SmtpUnreachableError,
+    TransportError,
+)
+from preaviso.mail.message import build_message, make_message_id, parse_mailbox
+from preaviso.mail.transport import (
+    MemoryTransport,
+    SentMessage,
+    SmtpReply,
+    SmtpTransport,
+    Transport,
+)
+
+__all__ = [
+    "HeaderInjectionError",
+    "InvalidAddressError",
+    "MailError",
+    "MemoryTransport",
+    "MessageError",
+    "SentMessage",
+    "SmtpAuthenticationError",
+    "SmtpPermanentError",
+    "SmtpReply",
+    "SmtpReplyError",
+    "SmtpTemporaryError",
+    "SmtpTimeoutError",
+    "SmtpTransport",
+    "SmtpUnreachableError",
+    "Transport",
+    "TransportError",
+    "build_message",
+    "make_message_id",
+    "parse_mailbox",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -100,7 +100,7 @@ class DeadLetter(Contract):
     topic: str
     partition: int
     offset: int
-    key: str | None = Field(description="Original key, base64.")
+    key: str | None = Field(default=None, description="Original key, base64; absent when it had none.")
     value: str = Field(description="Original value bytes, base64.")
-    failed_at: datetime
+    failed_at: AwareDatetime
     error_type: Annotated[str, Field(max_length=200)]

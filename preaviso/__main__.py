@@ -1,0 +1,3 @@
+from preaviso.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Directory stages: customers and what they own, kept in tables that survive restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from preaviso.agents.stage import EventHandler, Outbox, run_stage
+from preaviso.audience import DirectoryEntry, Owners, add_owner, newer
+from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded
+from preaviso.streams import topics as t
+from preaviso.streams.app import Pipeline
+from preaviso.streams.codecs import decode, decode_expected, encode
+
+
+def register(pipe: Pipeline) -> None:
+    customers = pipe.tables["customers"]
+    owners = pipe.tables["owners"]
+
+    def upsert_customer(_: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            customer = decode_expected(CustomerUpserted, event.message.value)
+            key = customer.customer_id.encode()
+            check_key(event, key, "customer_id")
+            raw = customers.get(key)
+            current = decode(DirectoryEntry, raw) if raw is not None else None
+            if newer(current, customer):
+                entry = DirectoryEntry(partition=event.message.partition, customer=customer)
+                customers[key] = encode(entry)
+
+        return handle
+
+    def repartition_ownership(outbox: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            ownership = decode_expected(OwnershipRecorded, event.message.value)
+            check_key(event, ownership.customer_id.encode(), "customer_id")
+            await outbox.send(t.OWNERSHIPS_BY_SKU, ownership.sku.encode(), encode(ownership))
+
+        return handle
+
+    def index_owner(_: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            ownership = decode(OwnershipRecorded, event.message.value)
+            key = ownership.sku.encode()
+            raw = owners.get(key)
+            current = decode(Owners, raw) if raw is not None else None
+            owners[key] = encode(add_owner(current, ownership))
+
+        return handle
+
+    run_stage(pipe, t.CUSTOMERS, "directory-customers", on_event=upsert_customer)
+    run_stage(pipe, t.OWNERSHIPS, "directory-ownerships", on_event=repartition_ownership)
+    run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", on_event=index_owner)
+
+
+class KeyMismatchError(ValueError):
+    """The record's Kafka key is not the id it carries: it would land on the wrong partition."""
+
+
+def check_key(event: Any, expected: bytes, field: str) -> None:
+    if event.message.key != expected:
+        raise KeyMismatchError(
+            f"record key {event.message.key!r} must equal its {field} {expected!r}; "
+            "publish with the key documented for this topic (preaviso publish does)"
+        )

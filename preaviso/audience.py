@@ -1,0 +1,112 @@
+"""Who is affected by a change, and why: pure functions the agents call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from preaviso.schemas.base import Contract
+from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, PolicyChanged, ProductDiscontinued
+from preaviso.schemas.records import Impact, ImpactKind, OwnedProduct, notice_id_for
+
+
+class DirectoryEntry(Contract):
+    """A customer as kept in the directory table, with the partition it lives on."""
+
+    partition: int
+    customer: CustomerUpserted
+
+
+class Owners(Contract):
+    """Everyone who owns one SKU: the table keyed by SKU that spares a full scan."""
+
+    by_customer: dict[str, OwnedProduct] = {}
+
+
+def newer(current: DirectoryEntry | None, incoming: CustomerUpserted) -> bool:
+    """Last writer by ``occurred_at`` wins, so a replayed old upsert cannot undo a newer one."""
+    return current is None or incoming.occurred_at >= current.customer.occurred_at
+
+
+def add_owner(owners: Owners | None, event: OwnershipRecorded) -> Owners:
+    entries = dict(owners.by_customer) if owners else {}
+    entries[event.customer_id] = OwnedProduct(
+        sku=event.sku, product_name=event.product_name, purchase_date=event.purchase_date
+    )
+    return Owners(by_customer=entries)
+
+
+def discontinuation_impacts(
+    event: ProductDiscontinued, sku: str, owners: Owners | None
+) -> Iterator[Impact]:
+    """One impact per customer who owns ``sku`` of a discontinued model."""
+    if owners is None:
+        return
+    for customer_id, product in sorted(owners.by_customer.items()):
+        yield Impact(
+            notice_id=notice_id_for(event.event_id, customer_id),
+            kind=ImpactKind.DISCONTINUATION,
+            customer_id=customer_id,
+            cause_event_id=event.event_id,
+            source="preaviso",
+            reason=(
+                f"owns {product.product_name} (SKU {sku}) bought on "
+                f"{product.purchase_date.isoformat()}, a discontinued model"
+            ),
+            effective_date=event.effective_date,
+            model_name=event.model_name,
+            products=[product],
+            last_order_date=event.last_order_date,
+            spare_parts_until=event.spare_parts_until,
+            replacement_offer=event.replacement_offer,
+        )
+
+
+def in_scope(event: PolicyChanged, customer: CustomerUpserted) -> bool:
+    return event.scope.all_customers or customer.region in event.scope.regions
+
+
+def policy_reason(event: PolicyChanged, customer: CustomerUpserted) -> str:
+    if event.scope.all_customers:
+        return "the policy applies to all customers"
+    return f"the policy applies to customers in region {customer.region}"
+
+
+def policy_impacts(
+    event: PolicyChanged, entries: Iterable[DirectoryEntry], partition: int
+) -> Iterator[Impact]:
+    """Impacts for the customers in scope among those stored on ``partition``.
+
+    The policy is broadcast to every partition; each copy only answers for the
+    customers of its own partition, so nobody is notified twice.
+    """
+    for entry in entries:
+        customer = entry.customer
+        if entry.partition != partition or not in_scope(event, customer):
+            continue
+        yield Impact(
+            notice_id=notice_id_for(event.event_id, customer.customer_id),
+            kind=ImpactKind.POLICY_CHANGE,
+            customer_id=customer.customer_id,
+            cause_event_id=event.event_id,
+            source="preaviso",
+            reason=policy_reason(event, customer),
+            effective_date=event.effective_date,
+            policy_id=event.policy_id,
+            policy_kind=event.kind,
+            title=event.title,
+            old_terms=event.old_terms,
+            new_terms=event.new_terms,
+            required_notice_days=event.required_notice_days,
+        )
+
+
+def expected_recipients(
+    customers: Mapping[str, CustomerUpserted],
+    ownerships: Iterable[OwnershipRecorded],
+    event: ProductDiscontinued | PolicyChanged,
+) -> set[str]:
+    """Customer ids a change must reach, computed directly: the oracle for demo and tests."""
+    if isinstance(event, PolicyChanged):
+        return {cid for cid, c in customers.items() if in_scope(event, c)}
+    skus = set(event.skus)
+    return {o.customer_id for o in ownerships if o.sku in skus and o.customer_id in customers}

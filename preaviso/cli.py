@@ -1,0 +1,102 @@
+"""The `preaviso` command: worker, publish, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from preaviso.mail import SmtpUnreachableError
+from preaviso.settings import Settings
+from preaviso.streams.kafka import KafkaUnreachableError
+from preaviso.streams.topics import TopicMismatchError
+
+app = typer.Typer(
+    help="Preaviso: advance notices to customers, from Kafka events to their inboxes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for e in exc.errors(include_url=False):
+            name = "PREAVISO_" + "_".join(str(p) for p in e["loc"]).upper()
+            err.print(f"[red]error:[/] setting {name}: {e['msg']}")
+        raise typer.Exit(2) from exc
+
+
+def fail(exc: BaseException) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
+) -> None:
+    """Run the worker: directory tables, audience, rendering and delivery."""
+    from preaviso.worker import run_worker
+
+    try:
+        run_worker(load_settings(), loglevel=loglevel)
+    except (KafkaUnreachableError, SmtpUnreachableError, TopicMismatchError) as exc:
+        raise fail(exc) from exc
+
+
+@app.command()
+def publish(
+    file: Annotated[str, typer.Argument(help="JSON Lines, a JSON object or array; - for stdin.")],
+) -> None:
+    """Validate every event in FILE, then publish them all (or none if any is invalid)."""
+    from preaviso.publish import parse_events
+    from preaviso.publish import publish as send
+
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(file)
+        if not path.is_file():
+            err.print(f"[red]error:[/] {file}: no such file")
+            raise typer.Exit(2)
+        text = path.read_text(encoding="utf-8")
+    events, errors = parse_events(text)
+    if errors:
+        for e in errors:
+            err.print(f"{file}: {e}", markup=False, highlight=False)
+        err.print(f"[red]nothing published:[/] {len(errors)} invalid event(s); fix them and retry")
+        raise typer.Exit(2)
+    settings = load_settings()
+    try:
+        counts = asyncio.run(send(settings, events))
+    except (KafkaUnreachableError, TopicMismatchError) as exc:
+        raise fail(exc) from exc
+    for topic, n in sorted(counts.items()):
+        out.print(f"{n:>7} → {topic}", highlight=False)
+    out.print(f"published {sum(counts.values())} event(s)", highlight=False)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="How many customers to generate.")] = 1000,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the caught mails go.")] = Path(
+        "demo-output"
+    ),
+) -> None:
+    """Run everything locally: Kafka, a mail catcher, a worker, and two real announcements."""
+    from preaviso.demo import run_demo
+
+    raise typer.Exit(run_demo(customers=customers, out_dir=out_dir, console=out))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,505 @@
+"""The project's own real Apache Kafka broker (KRaft, single node) for dev, demo and tests.
+
+Why: tests and the demo need a *real* broker, not a mock, without Docker or a
+tarball checked into git. The broker jars come from Maven Central via ``mvn``
+into a per-user cache; each ``LocalKafka`` formats a throw-away log dir, binds
+free loopback ports and runs ``kafka.Kafka`` in its own process group.
+
+CLI: ``python -m preaviso.devtools.kafka fetch`` or ``... run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import string
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+KAFKA_VERSION = "4.1.1"
+ENV_CACHE = "PREAVISO_KAFKA_CACHE"
+# Dev machines have ~2 cores: a small heap and collector and a quick (C1-only) JIT start faster.
+DEFAULT_JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+_MARKER = ".complete"
+_BROKER_MAIN = "kafka.Kafka"
+_STORAGE_TOOL = "kafka.tools.StorageTool"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+log = logging.getLogger(__name__)
+
+
+class KafkaDevError(RuntimeError):
+    """Base class so callers can catch every local-broker problem at once."""
+
+
+class KafkaToolMissing(KafkaDevError):
+    """``java`` or ``mvn`` is not installed; tests skip on this, not fail."""
+
+
+class KafkaFetchError(KafkaDevError):
+    """``mvn`` ran but could not download the broker jars."""
+
+
+class KafkaStartError(KafkaDevError):
+    """The broker did not format, start or become ready in time."""
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def kafka_cache_dir(version: str = KAFKA_VERSION) -> Path:
+    """Where the jars live: outside git, shared by every checkout of the project."""
+    root = os.environ.get(ENV_CACHE) or str(Path.home() / ".cache" / "preaviso")
+    return Path(root).expanduser() / f"kafka-{version}"
+
+
+def find_java() -> str:
+    """Prefer ``$JAVA_HOME/bin/java`` so a chosen JDK wins over whatever is on PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise KafkaToolMissing(
+            "java not found (need a JDK/JRE 17+ on PATH or JAVA_HOME) to run the local Kafka "
+            "broker; e.g. `apt-get install openjdk-17-jre-headless`."
+        )
+    return found
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    """Last lines of a log, cleaned of colour codes, for error messages."""
+    return "\n".join(_ANSI.sub("", text).rstrip().splitlines()[-lines:])
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _log_report(path: Path) -> str:
+    """ERROR lines (each with the exception below it) and the tail: the cause is rarely last."""
+    lines = _read(path).splitlines()
+    errors = [
+        f"{line}\n    {lines[i + 1] if i + 1 < len(lines) else ''}"
+        for i, line in enumerate(lines)
+        if "] ERROR " in line or "] FATAL " in line
+    ]
+    return (
+        f"--- {path}: first errors ---\n" + "\n".join(errors[:6] or ["(none)"])
+        + "\n--- tail ---\n" + "\n".join(lines[-15:])
+    )  # fmt: skip
+
+
+def _is_complete(libs: Path, version: str) -> bool:
+    marker = libs / _MARKER
+    return marker.is_file() and marker.read_text().strip() == version
+
+
+def fetch_kafka(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> Path:
+    """Download the broker jars once with ``mvn`` and return the ``libs`` dir.
+
+    Idempotent: a marker is written only after a complete copy, so an
+    interrupted download is simply redone on the next call.
+    """
+    base = cache_dir if cache_dir is not None else kafka_cache_dir(version)
+    libs = base / "libs"
+    if _is_complete(libs, version):
+        return libs
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test workers share one cache; closing unlocks
+        if _is_complete(libs, version):  # another process finished it meanwhile
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise KafkaToolMissing(
+                "mvn (Apache Maven) not found; it downloads the Kafka broker jars from Maven "
+                "Central once. Install it (e.g. `apt-get install maven`) or point "
+                f"{ENV_CACHE} at a cache that already holds kafka-{version}/libs."
+            )
+        find_java()  # mvn needs it too; fail with the clearer message
+        pom = base / "pom.xml"
+        pom.write_text(_resource("pom.xml"))
+        partial = base / "libs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        cmd = [
+            mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom),
+            f"-Dkafka.version={version}", "dependency:copy-dependencies",
+            f"-DoutputDirectory={partial}",
+        ]  # fmt: skip
+        log.info("fetching Apache Kafka %s jars into %s", version, libs)
+        started = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=base)
+        jars = sorted(partial.glob("*.jar")) if partial.is_dir() else []
+        if proc.returncode != 0 or not any(j.name.startswith("kafka_2.13-") for j in jars):
+            raise KafkaFetchError(
+                f"mvn failed (exit {proc.returncode}) fetching Kafka {version} jars.\n"
+                f"command: {' '.join(cmd)}\n--- mvn output (tail) ---\n"
+                f"{_tail(proc.stdout + proc.stderr)}\n---\n"
+                "Check: network access to Maven Central (https://repo.maven.apache.org), "
+                "proxy/mirror settings in ~/.m2/settings.xml, and that the version exists."
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        partial.rename(libs)
+        (libs / _MARKER).write_text(version + "\n")
+        log.info("fetched %d jars in %.1fs", len(jars), time.monotonic() - started)
+    return libs
+
+
+# --------------------------------------------------------------------------- config
+
+
+def free_ports(count: int = 2, host: str = "127.0.0.1") -> list[int]:
+    """Distinct ports the OS says are free now (all sockets held until all are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def new_cluster_id() -> str:
+    """A Kafka-style Uuid string (url-safe base64, 22 chars) without a JVM round trip."""
+    while True:
+        raw = secrets.token_bytes(16)
+        text = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        # Kafka reserves the all-zero and "metadata topic" ids and rejects a leading '-'.
+        if not text.startswith("-") and int.from_bytes(raw) > 1:
+            return text
+
+
+def render_server_properties(
+    *, port: int, controller_port: int, log_dir: Path, host: str = "127.0.0.1",
+    extra: Mapping[str, str] | None = None,
+) -> str:  # fmt: skip
+    """Fill ``kafka-server.properties``; ``extra`` keys come last, so they win."""
+    text = string.Template(_resource("kafka-server.properties")).substitute(
+        host=host, port=port, controller_port=controller_port, log_dir=log_dir
+    )
+    return text + "".join(f"{k}={v}\n" for k, v in (extra or {}).items())
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def encode_metadata_request(correlation_id: int) -> bytes:
+    """Metadata v4 for no topics: the cheapest request that proves the broker serves."""
+    body = (
+        struct.pack(">hhih", 3, 4, correlation_id, 8) + b"preaviso" + struct.pack(">i?", 0, False)
+    )
+    return struct.pack(">i", len(body)) + body
+
+
+def decode_metadata_ports(payload: bytes, correlation_id: int) -> list[int]:
+    """Ports of the brokers listed in a Metadata v4 response (length prefix stripped)."""
+    corr, _throttle, count = struct.unpack_from(">iii", payload)
+    if corr != correlation_id:
+        raise ValueError("metadata response for another request")
+    pos, ports = 12, []
+    for _ in range(count):  # node_id int32, host string, port int32, rack nullable string
+        (host_len,) = struct.unpack_from(">h", payload, pos + 4)
+        port, rack_len = struct.unpack_from(">ih", payload, pos + 6 + host_len)
+        ports.append(port)
+        pos += 6 + host_len + 6 + max(rack_len, 0)
+    return ports
+
+
+def probe_metadata(host: str, port: int, timeout: float = 2.0) -> list[int]:
+    """One Metadata round trip; raises OSError/ValueError while the broker is not ready."""
+    with socket.create_connection((host, port), timeout=timeout) as sock, sock.makefile("rb") as f:
+        sock.sendall(encode_metadata_request(7))
+        (size,) = struct.unpack(">i", f.read(4))
+        payload = f.read(size)
+        if len(payload) != size:
+            raise ConnectionError("broker closed the connection")
+        return decode_metadata_ports(payload, 7)
+
+
+# --------------------------------------------------------------------------- broker
+
+
+class LocalKafka:
+    """A throw-away single-node KRaft broker on loopback: ``with LocalKafka() as k: k.bootstrap``.
+
+    ``class_sharing`` keeps a JVM class-data archive next to the jars (built when the first
+    broker exits, validated before use); it cuts broker startup by about 40%.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        keep: bool = False,
+        startup_timeout: float = 60.0,
+        base_dir: Path | None = None,
+        libs: Path | None = None,
+        jvm_opts: Sequence[str] = DEFAULT_JVM_OPTS,
+        extra_config: Mapping[str, str] | None = None,
+        class_sharing: bool = True,
+    ) -> None:
+        self.host = "127.0.0.1"
+        self.port = self.controller_port = 0
+        self.keep, self.startup_timeout = keep, startup_timeout
+        self.workdir: Path | None = None
+        self.startup_seconds: float | None = None
+        self._want = (port, controller_port)
+        self._base_dir, self._libs, self._extra = base_dir, libs, dict(extra_config or {})
+        self._jvm_opts, self._class_sharing = tuple(jvm_opts), class_sharing
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdout: IO[bytes] | None = None
+        self._dump: tuple[Path, Path, list[str]] | None = None  # (tmp, archive, check cmd)
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for aiokafka/faust; only valid while started."""
+        if self._proc is None:
+            raise KafkaStartError("LocalKafka is not started")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The broker's own log (``server.log`` in the run dir)."""
+        return self.workdir / "server.log" if self.workdir else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        """Format, launch and wait until the broker answers metadata requests."""
+        if self._proc is not None:
+            raise KafkaStartError("LocalKafka already started")
+        libs = self._libs or fetch_kafka()
+        java = find_java()
+        began, self.startup_seconds = time.monotonic(), None
+        atexit.register(self.stop)
+        try:
+            # A free port can be taken before the JVM binds it; retry only if we picked it.
+            attempts = 1 if any(self._want) else 3
+            for attempt in range(1, attempts + 1):
+                if self._launch(java, libs):
+                    break
+                self._cleanup_proc()
+                if attempt == attempts:
+                    raise KafkaStartError(f"ports {self.port}/{self.controller_port} are taken")
+                log.info("port clash starting Kafka, retrying with new ports")
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        log.info("Kafka %s up at %s in %.1fs", KAFKA_VERSION, self.bootstrap, self.startup_seconds)
+        return self
+
+    def _jvm(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=120, cwd=self.workdir
+        )
+
+    def _launch(self, java: str, libs: Path) -> bool:
+        """One start attempt; False means a port clash worth retrying."""
+        wd = self.workdir = self.workdir or Path(
+            tempfile.mkdtemp(prefix="preaviso-kafka-", dir=self._base_dir)
+        )
+        shutil.rmtree(wd / "data", ignore_errors=True)
+        picked = free_ports(2, self.host)
+        self.port, self.controller_port = self._want[0] or picked[0], self._want[1] or picked[1]
+        props = wd / "server.properties"
+        props.write_text(
+            render_server_properties(
+                port=self.port, controller_port=self.controller_port, log_dir=wd / "data",
+                host=self.host, extra=self._extra,
+            )
+        )  # fmt: skip
+        (wd / "log4j2.xml").write_text(_resource("log4j2.xml"))
+        base = [
+            java, *self._jvm_opts, f"-Dlog4j2.configurationFile={wd / 'log4j2.xml'}",
+            f"-Dpreaviso.kafka.log={wd / 'server.log'}", "-cp", f"{libs}{os.sep}*",
+        ]  # fmt: skip
+        archive = _class_archive(java, libs) if self._class_sharing else None
+        share = [f"-XX:SharedArchiveFile={archive}"] if archive and archive.is_file() else []
+        fmt_cmd = [_STORAGE_TOOL, "format", "-t", new_cluster_id(), "-c", str(props)]
+        fmt = self._jvm([*base, *share, *fmt_cmd])
+        if fmt.returncode != 0 and archive and share:  # was it the archive? then drop it
+            shutil.rmtree(wd / "data", ignore_errors=True)
+            retry = self._jvm([*base, *fmt_cmd])
+            if retry.returncode == 0:
+                archive.unlink(missing_ok=True)
+                share, fmt = [], retry
+        if fmt.returncode != 0:
+            raise KafkaStartError(
+                f"formatting the KRaft log dir failed (exit {fmt.returncode}):\n"
+                f"{_tail(fmt.stdout + fmt.stderr)}"
+            )
+        if archive and not share:  # no archive yet: let this broker write one when it exits
+            tmp = archive.with_name(f"{archive.name}.{os.getpid()}-{id(self)}.tmp")
+            share = [f"-XX:ArchiveClassesAtExit={tmp}"]
+            self._dump = (tmp, archive, [*base, "-Xshare:on", f"-XX:SharedArchiveFile={tmp}"])
+        self._stdout = (wd / "stdout.log").open("ab")
+        self._proc = subprocess.Popen(
+            [*base, *share, _BROKER_MAIN, str(props)], cwd=wd,
+            stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: terminal Ctrl-C does not hit it
+        )  # fmt: skip
+        return self._wait_ready()
+
+    def _wait_ready(self) -> bool:
+        assert self._proc is not None
+        assert self.workdir is not None
+        log_path = self.workdir / "server.log"
+        deadline = time.monotonic() + self.startup_timeout
+        last_error = "no attempt yet"
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                stdout = _read(self.workdir / "stdout.log")
+                if "Address already in use" in _read(log_path) + stdout:
+                    return False
+                raise KafkaStartError(
+                    f"Kafka broker exited with code {code} during startup.\n"
+                    f"{_log_report(log_path)}\n--- stdout/stderr ---\n{_tail(stdout, 15)}"
+                )
+            try:
+                if self.port in probe_metadata(self.host, self.port):
+                    return True
+                last_error = "metadata lists no broker yet"
+            except (OSError, ValueError, struct.error) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+        raise KafkaStartError(
+            f"Kafka broker at {self.host}:{self.port} not ready after {self.startup_timeout:g}s "
+            f"(last probe: {last_error}).\n{_log_report(log_path)}"
+        )
+
+    def _cleanup_proc(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, give Kafka ``timeout`` s to shut down, then SIGKILL."""
+        proc, self._proc = self._proc, None
+        clean = True
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("Kafka pid %d ignored SIGTERM for %.0fs; killing", proc.pid, timeout)
+                clean = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._stdout is not None:
+            self._stdout.close()
+            self._stdout = None
+        if self._dump is not None:
+            tmp, archive, check = self._dump
+            self._dump = None
+            # A truncated archive crashes the JVM, so only a verified one is published.
+            # Only a fully started broker has loaded the classes worth archiving.
+            ok = clean and self.startup_seconds is not None and tmp.is_file()
+            if ok and self._jvm([*check, "-version"]).returncode == 0:
+                os.replace(tmp, archive)
+            tmp.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the broker and delete its run dir (unless ``keep``); safe to call twice."""
+        atexit.unregister(self.stop)
+        self._cleanup_proc(timeout)
+        if self.workdir is not None and not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _resource(name: str) -> str:
+    return resources.files("preaviso.devtools").joinpath(name).read_text("utf-8")
+
+
+def _class_archive(java: str, libs: Path) -> Path:
+    """One archive per JDK build and jar set: the JVM only accepts a matching one."""
+    real = Path(java).resolve()
+    key = hashlib.sha256(f"{real}:{real.stat().st_mtime_ns}:{libs}".encode()).hexdigest()
+    return libs.parent / f"classes-{key[:12]}.jsa"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fetch`` downloads the jars; ``run`` serves a broker until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m preaviso.devtools.kafka",
+        description="The project's own local Kafka broker.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="download the broker jars into the cache and exit")
+    run = sub.add_parser("run", help="start a broker, print its bootstrap address, wait")
+    run.add_argument("--port", type=int, default=None, help="broker port (default: free port)")
+    run.add_argument("--controller-port", type=int, default=None)
+    run.add_argument("--keep", action="store_true", help="keep the run dir (logs, data)")
+    run.add_argument("--timeout", type=float, default=60.0, help="startup timeout in seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        if args.command == "fetch":
+            print(fetch_kafka())
+            return 0
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        with LocalKafka(
+            port=args.port, controller_port=args.controller_port, keep=args.keep,
+            startup_timeout=args.timeout,
+        ) as broker:  # fmt: skip
+            print(broker.bootstrap, flush=True)
+            log.info("run dir %s, pid %s; Ctrl-C to stop", broker.workdir, broker.pid)
+            while broker.is_running():
+                time.sleep(0.5)
+            broker.keep = True  # keep the evidence
+            log.error("broker exited unexpectedly; see %s", broker.log_path)
+            return 1
+    except KafkaDevError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        log.info("stopped")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

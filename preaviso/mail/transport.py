@@ -1,0 +1,403 @@
+"""Send prebuilt message bytes: a pooled SMTP transport, and an in-memory one for tests.
+
+Opening an SMTP connection (TCP, greeting, EHLO, maybe TLS and AUTH) costs far more than
+one mail transaction on an open one, so ``SmtpTransport`` keeps a small pool of
+connections and reuses them; a new connection per mail is ~15x slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, Self
+
+import aiosmtplib
+
+from preaviso.mail.errors import (
+    HeaderInjectionError,
+    InvalidAddressError,
+    SmtpAuthenticationError,
+    SmtpReplyError,
+    SmtpTimeoutError,
+    SmtpUnreachableError,
+    TransportError,
+)
+from preaviso.mail.message import _check_address
+from preaviso.settings import SmtpTls
+
+if TYPE_CHECKING:
+    from preaviso.settings import Settings
+
+__all__ = ["MemoryTransport", "SentMessage", "SmtpReply", "SmtpTransport", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpReply:
+    """The server's answer to the end of DATA: its word that it took the message."""
+
+    code: int
+    message: str
+
+
+class Transport(Protocol):
+    """What the sending stage needs; ``SmtpTransport`` and ``MemoryTransport`` provide it."""
+
+    async def send(self, sender: str, recipients: Sequence[str], message: bytes) -> SmtpReply:
+        """Deliver ``message`` (complete RFC 5322 bytes) or raise a ``TransportError``."""
+        ...
+
+    async def check(self) -> None:
+        """Raise ``SmtpUnreachableError`` unless the server can be reached right now."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; later sends raise ``TransportError``."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class _ClosingContext:
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _check_envelope(sender: str, recipients: Sequence[str]) -> list[str]:
+    # Checked here too: an address with CR/LF would otherwise inject SMTP commands.
+    if isinstance(recipients, str):
+        raise TypeError("recipients must be a sequence of addresses, not one string")
+    if not recipients:
+        raise ValueError("at least one recipient is needed")
+    rcpts = list(recipients)
+    for command, address in [("MAIL FROM", sender), *(("RCPT TO", rcpt) for rcpt in rcpts)]:
+        try:
+            _check_address(command, address)
+        except HeaderInjectionError as exc:
+            raise InvalidAddressError(command, address) from exc
+    return rcpts
+
+
+class SmtpTransport(_ClosingContext):
+    """Up to ``connections`` SMTP connections, opened lazily and reused across sends.
+
+    A connection the server closed while idle is replaced transparently; one that breaks
+    during a transaction is reopened and the send retried once (so a message may, rarely,
+    be delivered twice; never silently dropped).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 25,
+        tls: SmtpTls | str = SmtpTls.NONE,
+        verify_tls: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+        connections: int = 4,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self.host = host
+        self.port = port
+        self.tls = SmtpTls(tls)
+        self.verify_tls = verify_tls
+        self.username = username
+        self._password = password
+        self.connections = connections
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.local_hostname = local_hostname
+        self.opened = 0
+        """Connections opened so far: a sign of pool health (it should stay small)."""
+        self._closed = False
+        # LIFO: the most recently used connection (surely still open) goes out first, and
+        # under light load the spare connections are never opened at all.
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        for _ in range(connections):
+            self._idle.put_nowait(self._new_client())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        password = settings.smtp_password
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            tls=settings.smtp_tls,
+            verify_tls=settings.smtp_verify_tls,
+            username=settings.smtp_username,
+            password=password.get_secret_value() if password is not None else None,
+            connections=settings.smtp_connections,
+            timeout=settings.smtp_timeout,
+            connect_timeout=settings.connect_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SmtpTransport {self.host}:{self.port} tls={self.tls} pool={self.connections}>"
+
+    async def send(self, sender: str, recipients: Sequence[str], message: bytes) -> SmtpReply:
+        """Send on a pooled connection; the reply is the server's answer to DATA.
+
+        Raises ``SmtpTemporaryError``/``SmtpPermanentError`` when the server refuses
+        (with several recipients, after it may have taken the mail for the others),
+        ``SmtpUnreachableError``, ``SmtpTimeoutError`` or ``SmtpAuthenticationError``.
+        """
+        rcpts = _check_envelope(sender, recipients)
+        client = await self._acquire()
+        try:
+            return await self._send_on(client, sender, rcpts, message)
+        except SmtpReplyError:
+            raise  # a refusal leaves the connection usable (aiosmtplib sends RSET)
+        except BaseException:
+            client.close()  # state unknown (timeout, cancelled mid-command): never reuse
+            raise
+        finally:
+            self._idle.put_nowait(client)
+
+    async def check(self) -> None:
+        """Open one connection and send NOOP, so a worker fails at startup, not at mail one."""
+        client = self._new_client()
+        await self._connect(client)
+        try:
+            await client.noop(timeout=self.connect_timeout)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise SmtpUnreachableError(self.host, self.port, f"NOOP failed: {exc}") from exc
+        finally:
+            await self._quit(client)
+
+    async def aclose(self) -> None:
+        """Wait for sends in flight, then QUIT every open connection."""
+        if self._closed:
+            return
+        self._closed = True
+        clients = [await self._idle.get() for _ in range(self.connections)]
+        await asyncio.gather(*(self._quit(client) for client in clients))
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self._password if self.username is not None else None,
+            local_hostname=self.local_hostname,
+            timeout=self.timeout,
+            use_tls=self.tls is SmtpTls.TLS,
+            start_tls=self.tls is SmtpTls.STARTTLS,
+            validate_certs=self.verify_tls,
+        )
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        if self._closed:
+            raise TransportError("the SMTP transport is closed")
+        client = await self._idle.get()
+        if self._closed:
+            self._idle.put_nowait(client)
+            raise TransportError("the SMTP transport is closed")
+        return client
+
+    async def _send_on(
+        self, client: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes
+    ) -> SmtpReply:
+        reused = client.is_connected
+        if not reused:
+            await self._connect(client)
+        try:
+            return await self._transaction(client, sender, recipients, message)
+        except ConnectionError as exc:
+            client.close()
+            if not reused:
+                raise self._dropped(exc) from exc
+        # A reused connection went stale between sends: one fresh try, then give up.
+        await self._connect(client)
+        try:
+            return await self._transaction(client, sender, recipients, message)
+        except ConnectionError as exc:
+            client.close()
+            raise self._dropped(exc) from exc
+
+    async def _transaction(
+        self, client: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes
+    ) -> SmtpReply:
+        try:
+            refused, reply = await client.sendmail(sender, recipients, message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            raise SmtpReplyError.from_reply(
+                first.code, first.message, command="RCPT", recipient=first.recipient
+            ) from exc
+        except aiosmtplib.SMTPSenderRefused as exc:
+            raise SmtpReplyError.from_reply(exc.code, exc.message, command="MAIL") from exc
+        except aiosmtplib.SMTPDataError as exc:
+            raise SmtpReplyError.from_reply(exc.code, exc.message, command="DATA") from exc
+        except aiosmtplib.SMTPHeloError as exc:
+            raise SmtpReplyError.from_reply(exc.code, exc.message, command="EHLO") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise SmtpReplyError.from_reply(exc.code, exc.message, command="SMTP") from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise SmtpTimeoutError(
+                f"SMTP server {self.host}:{self.port} did not answer within "
+                f"{self.timeout:g}s (PREAVISO_SMTP_TIMEOUT); the message may have been taken"
+            ) from exc
+        if refused:
+            address, (code, text) = next(iter(refused.items()))
+            raise SmtpReplyError.from_reply(code, text, command="RCPT", recipient=address)
+        return SmtpReply(250, reply)
+
+    async def _connect(self, client: aiosmtplib.SMTP) -> None:
+        """Connect (TLS and AUTH included) within ``connect_timeout``, or say what to check."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await client.connect(timeout=self.connect_timeout)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise SmtpAuthenticationError(exc.code, exc.message) from exc
+        except TimeoutError as exc:
+            raise SmtpUnreachableError(
+                self.host,
+                self.port,
+                f"no answer within {self.connect_timeout:g}s (PREAVISO_CONNECT_TIMEOUT)",
+                hint=self._tls_hint(exc) or "check the host, the port and any firewall between",
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise SmtpUnreachableError(
+                self.host, self.port, f"server answered {exc.code} {exc.message}"
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise SmtpUnreachableError(
+                self.host, self.port, str(exc), hint=self._tls_hint(exc)
+            ) from exc
+        self.opened += 1
+
+    def _tls_hint(self, exc: BaseException) -> str | None:
+        cause = exc.__cause__
+        text = f"{exc} {cause}".upper()
+        if isinstance(exc, ssl.SSLError) or isinstance(cause, ssl.SSLError) or "TLS" in text:
+            return (
+                f"check PREAVISO_SMTP_TLS (now {self.tls.value}) matches the server, and its "
+                f"certificate (PREAVISO_SMTP_VERIFY_TLS is {self.verify_tls})"
+            )
+        return None
+
+    def _dropped(self, exc: BaseException) -> SmtpUnreachableError:
+        return SmtpUnreachableError(
+            self.host,
+            self.port,
+            f"connection closed during the mail transaction ({exc})",
+            hint="check the server's logs and limits (connections, rate, message size)",
+        )
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit(timeout=min(self.timeout, 5.0))
+        client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """One message ``MemoryTransport`` accepted."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    message: bytes
+
+
+@dataclass(slots=True)
+class _Failure:
+    code: int
+    reply: str
+    times: int | None
+
+
+class MemoryTransport(_ClosingContext):
+    """Keeps what it is sent in ``sent``; ``fail()`` makes it refuse chosen recipients.
+
+    For tests of the stages that send: no server, same exceptions as ``SmtpTransport``.
+    A message with any refused recipient is refused whole (nothing is recorded).
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[SentMessage] = []
+        self.unreachable = False
+        """Set to make ``send`` and ``check`` raise ``SmtpUnreachableError``."""
+        self.closed = False
+        self._failures: dict[str, _Failure] = {}
+
+    def fail(
+        self,
+        recipient: str,
+        code: int = 550,
+        reply: str = "5.1.1 Mailbox unavailable",
+        *,
+        times: int | None = None,
+    ) -> None:
+        """Refuse ``recipient`` with ``code``; only the next ``times`` sends, if given.
+
+        ``times`` lets a test model a passing 4xx: refused once, accepted on retry.
+        """
+        if not 400 <= code < 600:
+            raise ValueError(f"a refusal needs a 4xx or 5xx code, not {code}")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1")
+        self._failures[recipient.lower()] = _Failure(code, reply, times)
+
+    def recover(self, recipient: str | None = None) -> None:
+        """Stop refusing ``recipient`` (all recipients if ``None``)."""
+        if recipient is None:
+            self._failures.clear()
+        else:
+            self._failures.pop(recipient.lower(), None)
+
+    async def send(self, sender: str, recipients: Sequence[str], message: bytes) -> SmtpReply:
+        rcpts = _check_envelope(sender, recipients)
+        await asyncio.sleep(0)  # a real send yields to the loop; so do we
+        if self.closed:
+            raise TransportError("the memory transport is closed")
+        if self.unreachable:
+            raise SmtpUnreachableError("memory", 0, "the test made it unreachable")
+        for recipient in rcpts:
+            failure = self._failures.get(recipient.lower())
+            if failure is None:
+                continue
+            if failure.times is not None:
+                failure.times -= 1
+                if failure.times == 0:
+                    del self._failures[recipient.lower()]
+            raise SmtpReplyError.from_reply(
+                failure.code, failure.reply, command="RCPT", recipient=recipient
+            )
+        self.sent.append(SentMessage(sender, tuple(rcpts), message))
+        return SmtpReply(250, f"2.0.0 Ok: queued as {len(self.sent)}")
+
+    async def check(self) -> None:
+        if self.unreachable:
+            raise SmtpUnreachableError("memory", 0, "the test made it unreachable")
+
+    async def aclose(self) -> None:
+        self.closed = True

@@ -1,0 +1,87 @@
+"""The Faust app factory: one app per settings, with its topics, tables and agents."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from preaviso.settings import KafkaSecurity, Settings
+from preaviso.streams import topics as t
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust's form of the Kafka security settings (None for plaintext)."""
+    proto = settings.kafka_security_protocol
+    context = None
+    if proto in (KafkaSecurity.SSL, KafkaSecurity.SASL_SSL):
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        context = ssl.create_default_context(cafile=cafile)
+    if proto in (KafkaSecurity.SASL_PLAINTEXT, KafkaSecurity.SASL_SSL):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return context
+
+
+@dataclass
+class Pipeline:
+    """What the agents share: the app, its settings, topics and tables."""
+
+    settings: Settings
+    app: Any
+    topics: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+    def topic_name(self, spec: t.TopicSpec) -> str:
+        return self.settings.topic(spec.name)
+
+
+def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
+    """Build the worker app; agents are registered unless a test wants to pick its own."""
+    app = faust.App(
+        settings.topic(settings.app_id),
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+    )
+    pipe = Pipeline(settings=settings, app=app)
+    for spec in t.ALL_TOPICS:
+        pipe.topics[spec.name] = app.topic(
+            settings.topic(spec.name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            internal=False,
+        )
+    # use_partitioner: changelog partition = hash(key), the same partition the key's
+    # records arrive on, even when a batch of events is written at once.
+    for name in ("customers", "owners", "issued", "delivered"):
+        pipe.tables[name] = app.Table(
+            name, default=None, partitions=settings.partitions, use_partitioner=True
+        )
+    if register_agents:
+        from preaviso.agents import register_all
+
+        register_all(pipe)
+    return pipe

@@ -1,0 +1,64 @@
+"""Bytes in, contracts out: every topic carries raw bytes so a bad record stays intact for the DLQ."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from preaviso.schemas.events import UpstreamEvent
+
+M = TypeVar("M", bound=BaseModel)
+
+_upstream: TypeAdapter[UpstreamEvent] = TypeAdapter(UpstreamEvent)
+
+
+class DecodeError(ValueError):
+    """A record's bytes are not the contract its topic promises."""
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json(exclude_none=True).encode()
+
+
+def explain(exc: ValidationError) -> str:
+    """One line per fault, naming the field: what publishers need to fix it."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(record)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode(model: type[M], data: bytes | None) -> M:
+    if data is None:
+        raise DecodeError(f"empty record: expected a JSON {model.__name__}")
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid {model.__name__}: {explain(exc)}") from exc
+
+
+def decode_upstream(data: bytes | None) -> UpstreamEvent:
+    """Any upstream event, chosen by its ``type`` field."""
+    if data is None:
+        raise DecodeError("empty record: expected a JSON event with a 'type' field")
+    try:
+        return _upstream.validate_json(data)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid event: {explain(exc)}") from exc
+
+
+def decode_expected(model: type[M], data: bytes | None) -> M:
+    """An upstream event that must be of one type, with a clear error when it is another."""
+    event = decode_upstream(data)
+    if not isinstance(event, model):
+        raise DecodeError(f"expected a {model.__name__} on this topic, got a {type(event).__name__}")
+    return event
+
+
+def sender_address(mail_from: str) -> str:
+    """The bare address of a ``Name <addr>`` From value, for the SMTP envelope."""
+    from email.utils import parseaddr
+
+    return parseaddr(mail_from)[1] or mail_from

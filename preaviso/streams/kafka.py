@@ -1,0 +1,53 @@
+"""Kafka client options and the reachability check shared by the worker, the CLI and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from preaviso.settings import KafkaSecurity, Settings
+
+
+class KafkaUnreachableError(ConnectionError):
+    """No broker answered: says which address and what to check."""
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the configured security (TLS, SASL)."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol.value,
+    }
+    if settings.kafka_security_protocol in (KafkaSecurity.SSL, KafkaSecurity.SASL_SSL):
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        opts["ssl_context"] = ssl.create_default_context(cafile=cafile)
+    if settings.kafka_security_protocol in (KafkaSecurity.SASL_PLAINTEXT, KafkaSecurity.SASL_SSL):
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+        password = settings.kafka_sasl_password
+        opts["sasl_plain_password"] = password.get_secret_value() if password else None
+    return opts
+
+
+def unreachable(settings: Settings, detail: str) -> KafkaUnreachableError:
+    return KafkaUnreachableError(
+        f"Kafka is not reachable at {settings.kafka_bootstrap} "
+        f"(waited {settings.connect_timeout:g}s: {detail}). Check that the broker is running, "
+        "that PREAVISO_KAFKA_BOOTSTRAP names its advertised listener, and the security settings."
+    )
+
+
+async def connect_admin(settings: Settings) -> AIOKafkaAdminClient:
+    """An admin client that fails within ``connect_timeout`` instead of retrying forever."""
+    admin = AIOKafkaAdminClient(
+        **client_options(settings), request_timeout_ms=int(settings.connect_timeout * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), settings.connect_timeout)
+    except (TimeoutError, OSError, Exception) as exc:
+        await admin.close()
+        raise unreachable(settings, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    return admin

@@ -1,0 +1,57 @@
+"""A real stack per test: the session's Kafka broker, a mail catcher and a worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from preaviso.devtools.catcher import CatcherProcess
+from preaviso.devtools.worker import WorkerProcess
+from preaviso.settings import Settings
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    mail_dir: Path
+    tmp: Path
+    worker: WorkerProcess | None = None
+
+    def start_worker(self, data_dir: Path | None = None) -> WorkerProcess:
+        if data_dir is not None:
+            self.settings = self.settings.model_copy(update={"data_dir": data_dir})
+        self.worker = WorkerProcess(self.settings, self.tmp / "worker.log").start()
+        return self.worker
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+
+@pytest.fixture
+def catcher(tmp_path: Path) -> Iterator[CatcherProcess]:
+    with CatcherProcess(tmp_path / "mail") as proc:
+        yield proc
+
+
+@pytest.fixture
+def stack(kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path) -> Iterator[Stack]:
+    host, port = catcher.address
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=3,
+        smtp_host=host,
+        smtp_port=port,
+        data_dir=tmp_path / "data",
+        connect_timeout=5,
+    )
+    s = Stack(settings=settings, mail_dir=tmp_path / "mail", tmp=tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop_worker()

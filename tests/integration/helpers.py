@@ -1,0 +1,81 @@
+"""What the integration tests share: run the CLI, read topics, wait for mail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import BaseModel
+
+from preaviso.devtools.worker import settings_env
+from preaviso.settings import Settings
+from preaviso.streams.kafka import client_options
+
+
+def cli(settings: Settings, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `preaviso ARGS` as a user would, with the settings as environment variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREAVISO_")}
+    env.update(settings_env(settings))
+    return subprocess.run(
+        [sys.executable, "-m", "preaviso", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=timeout,
+    )
+
+
+def jsonl(events: Iterable[BaseModel]) -> str:
+    return "".join(e.model_dump_json() + "\n" for e in events)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, on_fail: Callable[[], str] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{on_fail()}")
+        time.sleep(0.25)
+
+
+def read_topic(settings: Settings, name: str, expect: int, timeout: float = 30) -> list[Any]:
+    """Every record of a topic (at least ``expect``), from the beginning, without a group."""
+
+    async def run() -> list[Any]:
+        consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            await consumer.topics()
+            topic = settings.topic(name)
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while len(records) < expect and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    records.extend(msgs)
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def records_as_json(records: Iterable[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+def mails(mail_dir: Path) -> list[EmailMessage]:
+    from email import message_from_bytes, policy
+
+    return [
+        message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
+        for p in sorted(mail_dir.glob("*.eml"))
+    ]

@@ -1,0 +1,83 @@
+"""The project's own broker really works, and really goes away when stopped."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from preaviso.devtools.kafka import KafkaToolMissing, LocalKafka, fetch_kafka, find_java
+
+pytestmark = pytest.mark.integration
+
+
+async def test_topic_produce_consume(kafka_bootstrap: str, topic_prefix: str) -> None:
+    topic = f"{topic_prefix}roundtrip"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+        described = await admin.describe_topics([topic])
+        assert len(described[0]["partitions"]) == 3
+    finally:
+        await admin.close()
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(topic, b"hello", key=b"k", partition=2)
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{topic_prefix}group",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        record = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert (record.partition, record.offset) == (sent.partition, sent.offset)
+    assert (record.key, record.value) == (b"k", b"hello")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_stop_ends_the_broker() -> None:
+    try:
+        libs = fetch_kafka()
+        find_java()
+    except KafkaToolMissing as exc:
+        pytest.skip(str(exc))
+    broker = LocalKafka(libs=libs)
+    with broker:
+        pid, port, controller_port = broker.pid, broker.port, broker.controller_port
+        workdir = broker.workdir
+        assert pid is not None
+        assert workdir is not None
+        assert broker.is_running()
+        assert _port_open(port)
+    assert not broker.is_running()
+    assert not _pid_alive(pid)  # Popen.wait reaped it: no zombie either
+    assert not _port_open(port)
+    assert not _port_open(controller_port)
+    assert not workdir.exists()
+    broker.stop()  # idempotent

@@ -1,0 +1,154 @@
+"""End to end on the real broker: events published with the CLI become mails at the catcher."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+from email.utils import parseaddr
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from preaviso.audience import expected_recipients
+from preaviso.devtools import dataset
+from preaviso.streams.kafka import client_options
+from preaviso.streams.lag import wait_idle
+from preaviso.streams import topics as t
+from tests.integration.conftest import Stack
+from tests.integration.helpers import cli, jsonl, mails, read_topic, records_as_json, wait_for
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS, OWNED = dataset.directory(60, seed=11)
+BY_ID = {c.customer_id: c for c in CUSTOMERS}
+
+
+def publish_directory(stack: Stack) -> None:
+    result = cli(stack.settings, "publish", "-", stdin=jsonl([*CUSTOMERS, *OWNED]))
+    assert result.returncode == 0, result.stderr
+    assert f"published {len(CUSTOMERS) + len(OWNED)} event(s)" in result.stdout
+    names = [stack.settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
+    asyncio.run(wait_idle(stack.settings, names, timeout=90))
+
+
+def wait_for_mails(stack: Stack, count: int) -> None:
+    assert stack.worker is not None
+    worker = stack.worker
+    wait_for(
+        lambda: len(list(stack.mail_dir.glob("*.eml"))) >= count,
+        timeout=90,
+        what=f"{count} mails",
+        on_fail=worker.log_tail,
+    )
+
+
+def recipients(stack: Stack) -> list[str]:
+    return sorted(parseaddr(str(m["To"]))[1] for m in mails(stack.mail_dir))
+
+
+def emails_of(ids: set[str]) -> list[str]:
+    return sorted(str(BY_ID[i].email) for i in ids)
+
+
+def test_a_discontinuation_reaches_exactly_the_owners(stack: Stack) -> None:
+    stack.start_worker()
+    publish_directory(stack)
+    change = dataset.dishwasher_discontinued("disc-it-1")
+    owners = expected_recipients(BY_ID, OWNED, change)
+    assert owners, "the fixture data must contain owners"
+
+    result = cli(stack.settings, "publish", "-", stdin=jsonl([change]))
+    assert result.returncode == 0, result.stderr
+    wait_for_mails(stack, len(owners))
+
+    assert recipients(stack) == emails_of(owners)
+    spanish = next(m for m in mails(stack.mail_dir) if "Lavavajillas" in str(m["Subject"]))
+    to = parseaddr(str(spanish["To"]))[1]
+    customer = next(c for c in CUSTOMERS if c.email == to)
+    body = spanish.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert customer.name in text
+    assert "Serie 4 DW-400" in text
+    receipts = records_as_json(read_topic(stack.settings, t.RECEIPTS.name, len(owners)))
+    assert sorted(r["recipient"] for r in receipts) == emails_of(owners)
+    assert {r["status"] for r in receipts} == {"sent"}
+    assert {r["message_id"] for r in receipts} == {str(m["Message-ID"]) for m in mails(stack.mail_dir)}
+
+
+def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(stack: Stack) -> None:
+    stack.start_worker()
+    publish_directory(stack)
+    change = dataset.warranty_change("policy-it-1")
+    in_scope = expected_recipients(BY_ID, OWNED, change)
+    assert 0 < len(in_scope) < len(CUSTOMERS)
+
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
+    wait_for_mails(stack, len(in_scope))
+
+    assert recipients(stack) == emails_of(in_scope)
+    for mail in mails(stack.mail_dir):
+        html = mail.get_body(("html",))
+        assert html is not None
+        assert "3 años" in html.get_content() or "3 años" in html.get_content().replace("&nbsp;", " ")
+
+
+def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: Stack) -> None:
+    stack.start_worker()
+    publish_directory(stack)
+    garbage = b'{"type": "ProductDiscontinued", "skus": "not-a-list"'
+
+    async def produce_garbage() -> None:
+        producer = AIOKafkaProducer(**client_options(stack.settings))
+        await producer.start()
+        try:
+            await producer.send_and_wait(stack.settings.topic(t.CHANGES.name), garbage, key=b"bad")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce_garbage())
+    change = dataset.dishwasher_discontinued("disc-it-after-garbage")
+    owners = expected_recipients(BY_ID, OWNED, change)
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
+    wait_for_mails(stack, len(owners))
+    assert recipients(stack) == emails_of(owners)
+
+    letters = records_as_json(read_topic(stack.settings, t.DEAD_LETTERS.name, 1))
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["stage"] == "audience-router"
+    assert base64.b64decode(letter["value"]) == garbage
+    assert base64.b64decode(letter["key"]) == b"bad"
+    assert "JSON" in letter["reason"] or "invalid" in letter["reason"]
+    assert letter["topic"] == stack.settings.topic(t.CHANGES.name)
+
+
+def test_a_restarted_worker_with_no_local_state_keeps_the_directory(stack: Stack) -> None:
+    stack.start_worker()
+    publish_directory(stack)
+    stack.stop_worker()
+    shutil.rmtree(stack.settings.data_dir)  # only the changelog topics remain
+
+    stack.start_worker(data_dir=stack.tmp / "fresh-data")
+    change = dataset.dishwasher_discontinued("disc-after-restart")
+    owners = expected_recipients(BY_ID, OWNED, change)
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
+    wait_for_mails(stack, len(owners))
+    assert recipients(stack) == emails_of(owners)
+
+
+def test_publish_validates_every_line_and_publishes_nothing_when_one_is_bad(stack: Stack) -> None:
+    good = CUSTOMERS[0].model_dump_json()
+    bad = json.loads(CUSTOMERS[1].model_dump_json())
+    bad["email"] = "not-an-email"
+    lines = "\n".join([good, json.dumps(bad), good, "{oops"]) + "\n"
+
+    result = cli(stack.settings, "publish", "-", stdin=lines)
+
+    assert result.returncode == 2
+    assert "line 2: email:" in result.stderr
+    assert "line 4: not valid JSON" in result.stderr
+    assert "nothing published" in result.stderr
+    assert read_topic(stack.settings, t.CUSTOMERS.name, 1, timeout=3) == []

@@ -1,0 +1,492 @@
+"""Transports: MemoryTransport's contract, and SmtpTransport against a real in-test server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from preaviso.mail import (
+    InvalidAddressError,
+    MemoryTransport,
+    SmtpAuthenticationError,
+    SmtpPermanentError,
+    SmtpReply,
+    SmtpTemporaryError,
+    SmtpTimeoutError,
+    SmtpTransport,
+    SmtpUnreachableError,
+    Transport,
+    TransportError,
+)
+from preaviso.settings import Settings, SmtpTls
+
+SENDER = "avisos@example.com"
+MESSAGE = (
+    b"From: avisos@example.com\r\nTo: jose@example.com\r\nSubject: hola\r\n\r\n"
+    b"Hola.\r\n.a line starting with a dot\r\n.\r\n..\r\nFin.\r\n"
+)
+
+
+# -- MemoryTransport ---------------------------------------------------------------------
+
+
+async def test_memory_transport_keeps_what_it_sends() -> None:
+    transport = MemoryTransport()
+
+    reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert reply == SmtpReply(250, "2.0.0 Ok: queued as 1")
+    assert len(transport.sent) == 1
+    assert transport.sent[0].sender == SENDER
+    assert transport.sent[0].recipients == ("jose@example.com",)
+    assert transport.sent[0].message == MESSAGE
+
+
+async def test_memory_transport_refuses_recipients_it_is_told_to() -> None:
+    transport = MemoryTransport()
+    transport.fail("Gone@Example.com", 550, "5.1.1 No such user")
+
+    with pytest.raises(SmtpPermanentError) as caught:
+        await transport.send(SENDER, ["gone@example.com"], MESSAGE)
+
+    assert caught.value.code == 550
+    assert caught.value.reply == "5.1.1 No such user"
+    assert caught.value.recipient == "gone@example.com"
+    assert caught.value.command == "RCPT"
+    assert transport.sent == []
+
+
+async def test_memory_transport_can_refuse_only_a_few_times() -> None:
+    transport = MemoryTransport()
+    transport.fail("busy@example.com", 451, "4.3.0 Try again later", times=1)
+
+    with pytest.raises(SmtpTemporaryError) as caught:
+        await transport.send(SENDER, ["busy@example.com"], MESSAGE)
+    reply = await transport.send(SENDER, ["busy@example.com"], MESSAGE)
+
+    assert caught.value.code == 451
+    assert reply.code == 250
+    assert len(transport.sent) == 1
+
+
+async def test_memory_transport_recovers_when_told() -> None:
+    transport = MemoryTransport()
+    transport.fail("a@example.com")
+    transport.fail("b@example.com")
+
+    transport.recover("a@example.com")
+    await transport.send(SENDER, ["a@example.com"], MESSAGE)
+    transport.recover()
+    await transport.send(SENDER, ["b@example.com"], MESSAGE)
+
+    assert len(transport.sent) == 2
+
+
+def test_memory_transport_refusals_need_an_error_code() -> None:
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        MemoryTransport().fail("a@example.com", 250)
+
+
+async def test_memory_transport_can_play_unreachable() -> None:
+    transport = MemoryTransport()
+    transport.unreachable = True
+
+    with pytest.raises(SmtpUnreachableError):
+        await transport.check()
+    with pytest.raises(SmtpUnreachableError):
+        await transport.send(SENDER, ["a@example.com"], MESSAGE)
+
+
+async def test_memory_transport_refuses_to_send_once_closed() -> None:
+    async with MemoryTransport() as transport:
+        pass
+
+    with pytest.raises(TransportError, match="closed"):
+        await transport.send(SENDER, ["a@example.com"], MESSAGE)
+
+
+@pytest.mark.parametrize("make", [MemoryTransport, SmtpTransport])
+async def test_envelope_addresses_are_checked_before_sending(make: Callable[[], Any]) -> None:
+    transport: Transport = make()
+
+    with pytest.raises(InvalidAddressError, match="RCPT TO"):
+        await transport.send(SENDER, ["jose@example.com\r\nRCPT TO:<evil@example.com>"], MESSAGE)
+    with pytest.raises(InvalidAddressError, match="MAIL FROM"):
+        await transport.send("bad sender", ["jose@example.com"], MESSAGE)
+    with pytest.raises(TypeError):
+        await transport.send(SENDER, "jose@example.com", MESSAGE)
+    with pytest.raises(ValueError, match="recipient"):
+        await transport.send(SENDER, [], MESSAGE)
+    await transport.aclose()
+
+
+# -- an in-test SMTP server --------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """An aiosmtpd server in the test's loop that records what it gets and misbehaves on cue."""
+
+    port: int = 0
+    connections: int = 0
+    messages: list[bytes] = field(default_factory=list)
+    sessions: list[SMTP] = field(default_factory=list)
+    drop_on_data: bool = False
+    data_delay: float = 0.0
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("gone"):
+            return "550 5.1.1 No such user"
+        if address.startswith("busy"):
+            return "451 4.3.0 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        if self.drop_on_data:
+            server.transport.close()
+            return "421 closing"
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if b"REJECT-ME" in envelope.original_content:
+            return "554 5.7.1 Message rejected"
+        self.messages.append(envelope.original_content)
+        return f"250 2.0.0 Ok: queued as {len(self.messages)}"
+
+
+async def start_server(handler: Server, **smtp_options: Any) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    ssl_context = smtp_options.pop("ssl", None)
+
+    def protocol() -> SMTP:
+        handler.connections += 1
+        session = SMTP(handler, hostname="test.invalid", loop=loop, **smtp_options)
+        handler.sessions.append(session)
+        return session
+
+    server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=ssl_context)
+    handler.port = server.sockets[0].getsockname()[1]
+    return server
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    handler = Server()
+    listener = await start_server(handler)
+    yield handler
+    listener.close()
+    for session in handler.sessions:
+        if session.transport is not None:
+            session.transport.close()
+    await asyncio.sleep(0)
+
+
+def transport_for(server: Server, **options: Any) -> SmtpTransport:
+    return SmtpTransport(host="127.0.0.1", port=server.port, local_hostname="client", **options)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- SmtpTransport: sending --------------------------------------------------------------
+
+
+async def test_the_server_receives_the_exact_bytes(server: Server) -> None:
+    async with transport_for(server) as transport:
+        reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert reply == SmtpReply(250, "2.0.0 Ok: queued as 1")
+    assert server.messages == [MESSAGE]
+
+
+async def test_concurrent_sends_share_the_pool(server: Server) -> None:
+    async with transport_for(server, connections=2) as transport:
+        replies = await asyncio.gather(
+            *(transport.send(SENDER, [f"user{i}@example.com"], MESSAGE) for i in range(50))
+        )
+
+    assert {reply.code for reply in replies} == {250}
+    assert len(server.messages) == 50
+    assert server.connections <= 2
+    assert transport.opened == server.connections
+
+
+async def test_sequential_sends_reuse_one_connection(server: Server) -> None:
+    async with transport_for(server, connections=4) as transport:
+        for i in range(10):
+            await transport.send(SENDER, [f"user{i}@example.com"], MESSAGE)
+
+    assert server.connections == 1
+
+
+async def test_a_refused_recipient_is_a_permanent_error_and_the_connection_lives_on(
+    server: Server,
+) -> None:
+    async with transport_for(server, connections=1) as transport:
+        with pytest.raises(SmtpPermanentError) as caught:
+            await transport.send(SENDER, ["gone@example.com"], MESSAGE)
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert (caught.value.code, caught.value.command) == (550, "RCPT")
+    assert caught.value.recipient == "gone@example.com"
+    assert "5.1.1 No such user" in str(caught.value)
+    assert server.connections == 1
+
+
+async def test_a_4xx_is_a_temporary_error(server: Server) -> None:
+    async with transport_for(server) as transport:
+        with pytest.raises(SmtpTemporaryError) as caught:
+            await transport.send(SENDER, ["busy@example.com"], MESSAGE)
+
+    assert caught.value.code == 451
+    assert caught.value.recipient == "busy@example.com"
+
+
+async def test_a_refused_message_is_a_permanent_error_on_data(server: Server) -> None:
+    async with transport_for(server) as transport:
+        with pytest.raises(SmtpPermanentError) as caught:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE + b"REJECT-ME\r\n")
+
+    assert (caught.value.code, caught.value.command, caught.value.recipient) == (554, "DATA", None)
+
+
+async def test_a_partly_refused_message_names_the_refused_recipient(server: Server) -> None:
+    async with transport_for(server) as transport:
+        with pytest.raises(SmtpPermanentError) as caught:
+            await transport.send(SENDER, ["jose@example.com", "gone@example.com"], MESSAGE)
+
+    assert caught.value.recipient == "gone@example.com"
+    assert len(server.messages) == 1  # the other recipient got it
+
+
+# -- SmtpTransport: broken connections ---------------------------------------------------
+
+
+async def test_a_connection_the_server_closed_is_replaced(server: Server) -> None:
+    async with transport_for(server, connections=1) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        for session in server.sessions:
+            session.transport.close()
+        reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert reply.code == 250
+    assert server.connections == 2
+    assert len(server.messages) == 2
+
+
+async def test_a_dropped_reused_connection_is_retried_once_then_fails(server: Server) -> None:
+    async with transport_for(server, connections=1) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        server.drop_on_data = True
+        with pytest.raises(SmtpUnreachableError) as caught:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert server.connections == 2  # the reused one, and one fresh retry
+    assert f"127.0.0.1:{server.port}" in str(caught.value)
+
+
+async def test_a_fresh_connection_that_drops_is_not_retried(server: Server) -> None:
+    server.drop_on_data = True
+    async with transport_for(server) as transport:
+        with pytest.raises(SmtpUnreachableError):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert server.connections == 1
+
+
+async def test_a_command_timeout_is_reported_and_the_connection_discarded(server: Server) -> None:
+    server.data_delay = 2.0
+    async with transport_for(server, connections=1, timeout=0.3) as transport:
+        with pytest.raises(SmtpTimeoutError, match="did not answer within 0.3s"):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        server.data_delay = 0.0
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert server.connections == 2
+
+
+# -- SmtpTransport: reaching the server --------------------------------------------------
+
+
+async def test_check_passes_against_a_live_server(server: Server) -> None:
+    async with transport_for(server) as transport:
+        await transport.check()
+
+
+async def test_check_names_the_address_when_nothing_listens() -> None:
+    port = closed_port()
+    transport = SmtpTransport(host="127.0.0.1", port=port, connect_timeout=2.0)
+
+    started = time.monotonic()
+    with pytest.raises(SmtpUnreachableError) as caught:
+        await transport.check()
+
+    assert time.monotonic() - started < 2.0
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert "PREAVISO_SMTP_HOST" in str(caught.value)
+    assert (caught.value.host, caught.value.port) == ("127.0.0.1", port)
+
+
+async def test_a_server_that_never_greets_times_out_after_connect_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    silent = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    transport = SmtpTransport(host="127.0.0.1", port=port, connect_timeout=0.5)
+
+    started = time.monotonic()
+    with pytest.raises(SmtpUnreachableError, match=r"no answer within 0\.5s"):
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert time.monotonic() - started < 2.0
+    silent.close()
+
+
+async def test_auth_is_used_when_a_username_is_set() -> None:
+    def authenticator(
+        server: SMTP, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and data.password == b"s3cret"
+        return AuthResult(success=ok, handled=False)
+
+    handler = Server()
+    listener = await start_server(handler, authenticator=authenticator, auth_require_tls=False)
+    try:
+        async with transport_for(handler, username="preaviso", password="s3cret") as transport:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        async with transport_for(handler, username="preaviso", password="wrong") as transport:
+            with pytest.raises(SmtpAuthenticationError, match="PREAVISO_SMTP_PASSWORD"):
+                await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+    finally:
+        listener.close()
+
+    assert len(handler.messages) == 1
+    assert handler.sessions[0].session.authenticated
+
+
+async def test_a_closed_transport_refuses_to_send(server: Server) -> None:
+    transport = transport_for(server)
+    await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+    await transport.aclose()
+    await transport.aclose()  # idempotent
+
+    with pytest.raises(TransportError, match="closed"):
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+
+def test_from_settings_maps_every_smtp_setting() -> None:
+    settings = Settings(
+        smtp_host="mail.example.com",
+        smtp_port=587,
+        smtp_tls=SmtpTls.STARTTLS,
+        smtp_verify_tls=False,
+        smtp_username="preaviso",
+        smtp_password="s3cret",  # type: ignore[arg-type]
+        smtp_connections=8,
+        smtp_timeout=12.0,
+        connect_timeout=3.0,
+    )
+
+    transport = SmtpTransport.from_settings(settings)
+
+    assert (transport.host, transport.port, transport.tls) == ("mail.example.com", 587, "starttls")
+    assert (transport.verify_tls, transport.username) == (False, "preaviso")
+    assert (transport.connections, transport.timeout, transport.connect_timeout) == (8, 12.0, 3.0)
+    assert "s3cret" not in repr(transport)
+
+
+# -- SmtpTransport: TLS ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+async def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
+    handler = Server()
+    listener = await start_server(handler, ssl=server_context(certificate))
+    try:
+        async with transport_for(handler, tls="tls", verify_tls=False) as transport:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+    finally:
+        listener.close()
+
+    assert handler.messages == [MESSAGE]
+
+
+async def test_starttls(certificate: tuple[Path, Path]) -> None:
+    handler = Server()
+    listener = await start_server(
+        handler, tls_context=server_context(certificate), require_starttls=True
+    )
+    try:
+        async with transport_for(handler, tls="starttls", verify_tls=False) as transport:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+    finally:
+        listener.close()
+
+    assert handler.messages == [MESSAGE]
+
+
+async def test_an_untrusted_certificate_is_refused_with_a_hint(
+    certificate: tuple[Path, Path],
+) -> None:
+    handler = Server()
+    listener = await start_server(handler, ssl=server_context(certificate))
+    try:
+        transport = transport_for(handler, tls="tls", verify_tls=True)
+        with pytest.raises(SmtpUnreachableError, match="PREAVISO_SMTP_VERIFY_TLS"):
+            await transport.check()
+    finally:
+        listener.close()
