@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from preaviso.schemas.base import Contract
-from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, PolicyChanged, ProductDiscontinued
+from preaviso.schemas.events import (
+    CustomerUpserted,
+    OwnershipRecorded,
+    PolicyChanged,
+    ProductDiscontinued,
+)
 from preaviso.schemas.records import Impact, ImpactKind, OwnedProduct, notice_id_for
 
 

@@ -20,6 +20,7 @@ from preaviso.devtools.catcher import CatcherProcess
 from preaviso.devtools.kafka import LocalKafka
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.publish import publish
+from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.lag import wait_idle
@@ -46,7 +47,7 @@ def run_demo(customers: int, out_dir: Path, console: Console) -> int:
     try:
         console.print(f"✓ Kafka broker on {kafka.bootstrap}")
         with CatcherProcess(mail_dir) as catcher:
-            host, port = catcher.address
+            host, port = catcher.host, catcher.port
             console.print(f"✓ Mail catcher on {host}:{port}, writing to {mail_dir}/")
             settings = Settings(
                 kafka_bootstrap=kafka.bootstrap,
@@ -71,33 +72,38 @@ async def _scenario(settings: Settings, count: int, mail_dir: Path, console: Con
     console.print(f"✓ Published a directory of {len(people)} customers, {len(owned)} purchases")
     with console.status("Worker is loading the directory into its tables…"):
         names = [settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
-        await wait_idle(settings, names, timeout=180)
-    changes = [dataset.dishwasher_discontinued(), dataset.warranty_change()]
+        await wait_idle(settings, names, within=180)
+    changes: list[ProductDiscontinued | PolicyChanged] = [
+        dataset.dishwasher_discontinued(),
+        dataset.warranty_change(),
+    ]
     by_id = {c.customer_id: c for c in people}
     expected = {c.event_id: expected_recipients(by_id, owned, c) for c in changes}
     total = sum(len(v) for v in expected.values())
     await publish(settings, changes)
     console.print("✓ Published: DW-400 dishwasher discontinued; warranty change in ES-CT, ES-AN")
     with Progress(
-        TextColumn("Notices delivered"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("Notices delivered"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
     ) as progress:
         task = progress.add_task("mail", total=total)
         deadline = time.monotonic() + 300
-        while (n := len(list(mail_dir.glob("*.eml")))) < total and time.monotonic() < deadline:
+        while (n := _count_mail(mail_dir)) < total and time.monotonic() < deadline:
             progress.update(task, completed=n)
             await asyncio.sleep(0.3)
         progress.update(task, completed=n)
     await asyncio.sleep(1.0)  # let a stray duplicate show up before counting
     got = caught_recipients(mail_dir)
-    want = sorted(
-        str(by_id[cid].email) for ids in expected.values() for cid in ids
-    )
+    want = sorted(str(by_id[cid].email) for ids in expected.values() for cid in ids)
     dead = await _count(settings, t.DEAD_LETTERS)
     table = Table(title="Summary", show_header=False)
     table.add_row("Events published", f"{len(people) + len(owned) + len(changes)}")
     for change in changes:
-        table.add_row(f"Affected by {change.type} {change.event_id}", str(len(expected[change.event_id])))
+        affected = len(expected[change.event_id])
+        table.add_row(f"Affected by {change.type} {change.event_id}", str(affected))
     table.add_row("Notices expected", str(total))
     table.add_row("Notices caught", str(len(got)))
     table.add_row("Dead letters", str(dead))
@@ -106,10 +112,17 @@ async def _scenario(settings: Settings, count: int, mail_dir: Path, console: Con
     if sorted(got) != want:
         missing = len(set(want) - set(got))
         extra = len(got) - len(want) + missing
-        console.print(f"[red]✗ Recipients differ from the expected audience:[/] {missing} missing, {extra} extra")
+        console.print(
+            f"[red]✗ Recipients differ from the expected audience:[/] "
+            f"{missing} missing, {extra} extra"
+        )
         return 1
     console.print("[green]✓ Exactly the affected customers got their notices.[/]")
     return 0
+
+
+def _count_mail(mail_dir: Path) -> int:
+    return sum(1 for _ in mail_dir.glob("*.eml"))
 
 
 async def _count(settings: Settings, spec: t.TopicSpec) -> int:

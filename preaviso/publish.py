@@ -83,7 +83,7 @@ def parse_events(text: str) -> tuple[list[UpstreamEvent], list[LineError]]:
 
 
 def route(event: UpstreamEvent) -> tuple[t.TopicSpec, bytes]:
-    """The topic and key of an event; keys decide partitions, so they follow docs/architecture.md."""
+    """The topic and key of an event, as docs/architecture.md documents them."""
     if isinstance(event, CustomerUpserted):
         return t.CUSTOMERS, event.customer_id.encode()
     if isinstance(event, OwnershipRecorded):

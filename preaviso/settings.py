@@ -29,23 +29,43 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREAVISO_", env_file=".env", extra="ignore")
 
     # Kafka
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
-    kafka_security_protocol: KafkaSecurity = Field(KafkaSecurity.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", description="SASL mechanism when SASL is used.")
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated."
+    )
+    kafka_security_protocol: KafkaSecurity = Field(
+        KafkaSecurity.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when SASL is used."
+    )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
-    topic_prefix: str = Field("preaviso.", description="Prefix of every topic name, so environments can share a cluster.")
-    partitions: Annotated[int, Field(ge=1, le=1000)] = Field(4, description="Partitions of every co-partitioned topic.")
-    replication_factor: Annotated[int, Field(ge=1)] = Field(1, description="Replication factor of created topics.")
-    connect_timeout: Annotated[float, Field(gt=0)] = Field(10.0, description="Seconds to wait for Kafka or SMTP before reporting them unreachable.")
+    topic_prefix: str = Field(
+        "preaviso.", description="Prefix of every topic name, so environments can share a cluster."
+    )
+    partitions: Annotated[int, Field(ge=1, le=1000)] = Field(
+        4, description="Partitions of every co-partitioned topic."
+    )
+    replication_factor: Annotated[int, Field(ge=1)] = Field(
+        1, description="Replication factor of created topics."
+    )
+    connect_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Seconds to wait for Kafka or SMTP before reporting them unreachable."
+    )
 
     # Worker
-    app_id: str = Field("preaviso", description="Faust app id: the consumer group and the table changelog prefix.")
+    app_id: str = Field(
+        "preaviso", description="Faust app id: the consumer group and the table changelog prefix."
+    )
     data_dir: Path = Field(Path(".preaviso/data"), description="Worker state (RocksDB tables).")
-    store: str = Field("rocksdb://", description="Table store: rocksdb:// for workers, memory:// for tests.")
+    store: str = Field(
+        "rocksdb://", description="Table store: rocksdb:// for workers, memory:// for tests."
+    )
     web_enabled: bool = Field(False, description="Serve the worker's web endpoints.")
-    web_host: str = Field("127.0.0.1", description="Address the web endpoints bind (loopback by default).")
+    web_host: str = Field(
+        "127.0.0.1", description="Address the web endpoints bind (loopback by default)."
+    )
     web_port: int = Field(6066, description="Port of the web endpoints.")
 
     # Mail
@@ -55,10 +75,18 @@ class Settings(BaseSettings):
     smtp_verify_tls: bool = Field(True, description="Verify the SMTP server's certificate.")
     smtp_username: str | None = Field(None, description="SMTP AUTH user name.")
     smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
-    smtp_connections: Annotated[int, Field(ge=1, le=64)] = Field(4, description="Pooled SMTP connections.")
-    smtp_timeout: Annotated[float, Field(gt=0)] = Field(30.0, description="Seconds for one SMTP command.")
-    mail_from: str = Field("Preaviso <avisos@example.com>", description="From header of every notice.")
-    message_id_domain: str = Field("preaviso.example.com", description="Domain of the deterministic Message-IDs.")
+    smtp_connections: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Pooled SMTP connections."
+    )
+    smtp_timeout: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="Seconds for one SMTP command."
+    )
+    mail_from: str = Field(
+        "Preaviso <avisos@example.com>", description="From header of every notice."
+    )
+    message_id_domain: str = Field(
+        "preaviso.example.com", description="Domain of the deterministic Message-IDs."
+    )
     company_name: str = Field("Example Appliances", description="Company named in the notices.")
 
     def topic(self, name: str) -> str:

@@ -14,8 +14,10 @@ import mode
 from preaviso.agents import ledger
 from preaviso.agents.stage import BatchHandler, Outbox, run_stage, set_current
 from preaviso.mail import (
+    SmtpAuthenticationError,
     SmtpPermanentError,
     SmtpTemporaryError,
+    SmtpTimeoutError,
     SmtpTransport,
     SmtpUnreachableError,
     Transport,
@@ -69,8 +71,9 @@ async def send_notice(transport: Transport, settings: Settings, notice: Notice) 
             temporary += 1
             if temporary >= TEMPORARY_ATTEMPTS:
                 raise
-        except SmtpUnreachableError as exc:
-            log.warning("SMTP unreachable, retrying: %s", exc)
+        except (SmtpUnreachableError, SmtpTimeoutError, SmtpAuthenticationError) as exc:
+            # The server, not this notice, is at fault: wait for it rather than give up.
+            log.warning("SMTP not usable, retrying: %s", exc)
         attempt += 1
         await asyncio.sleep(backoff(min(attempt, 10)))
 
@@ -87,7 +90,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             for event in events:
                 try:
                     notice = decode(Notice, event.message.value)
-                except Exception as exc:  # noqa: BLE001 - dead-lettered by the stage
+                except Exception as exc:
                     failures.append((event, exc))
                     continue
                 if not ledger.contains(delivered, notice.customer_id.encode(), notice.notice_id):
@@ -109,7 +112,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
 
     run_stage(pipe, t.NOTICES, "deliver", on_batch=deliver, batch_size=200, within=0.1)
 
-    class SmtpPool(mode.Service):  # type: ignore[misc]
+    class SmtpPool(mode.Service):
         """Closes the pooled SMTP connections when the worker stops."""
 
         async def on_stop(self) -> None:

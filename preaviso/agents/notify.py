@@ -23,7 +23,10 @@ class UnknownCustomerError(LookupError):
 
 
 def compose_notice(
-    impact: Impact, customer: CustomerUpserted, renderer: Renderer, settings: Settings,
+    impact: Impact,
+    customer: CustomerUpserted,
+    renderer: Renderer,
+    settings: Settings,
     now: datetime,
 ) -> Notice:
     """Render and assemble the exact bytes to send; pure, so the proof is reproducible."""

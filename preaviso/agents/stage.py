@@ -1,4 +1,4 @@
-"""The loop every agent runs: batches in, failures to the dead-letter topic, sends awaited before ack.
+"""The loop every agent runs: batches in, failures dead-lettered, sends awaited before acks.
 
 Faust acks (and later commits) an event once the agent moves past it. So a stage
 must never raise out of its loop (Faust would commit past the record and the
@@ -87,8 +87,13 @@ def run_stage(
     async def _dead_letter(event: Any, exc: BaseException) -> None:
         letter = dead_letter_for(event, stage, exc)
         log.warning(
-            "stage %s: dead-lettered %s[%d]@%d: %s",
-            stage, letter.topic, letter.partition, letter.offset, letter.error_type,
+            "stage %s: dead-lettered %s[%d]@%d: %s: %.300s",
+            stage,
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            letter.error_type,
+            letter.reason,
         )
         await outbox.send(t.DEAD_LETTERS, event.message.key, encode(letter))
 
@@ -104,7 +109,7 @@ def run_stage(
                     set_current(stream, event)
                     try:
                         await handle_event(event)
-                    except Exception as exc:  # noqa: BLE001 - every failure is dead-lettered
+                    except Exception as exc:
                         await _dead_letter(event, exc)
             await outbox.flush()
 

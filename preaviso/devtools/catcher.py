@@ -210,19 +210,22 @@ class CatcherProcess:
         self.port = int(port_file.read_text())
         return self.host, self.port
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within 5 seconds."""
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 5 seconds; returns the exit code (0: clean stop)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if process is None:
+            return None
+        if process.poll() is None:
             process.terminate()
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        return process.returncode
 
     def files(self) -> list[Path]:
         """The saved mails, oldest first."""

@@ -15,10 +15,38 @@ from preaviso.schemas.events import (
     ProductDiscontinued,
 )
 
-FIRST = ["Ana", "José", "Lucía", "Martín", "Núria", "Pablo", "Sofía", "Iñigo", "Emma", "Oliver",
-         "Carmen", "Javier", "Olivia", "Jack", "María José", "Raúl"]
-LAST = ["García", "Núñez", "Pérez", "Sánchez", "O'Brien", "Smith", "Fernández", "Muñoz",
-        "Jones", "Ibáñez", "Castro", "Taylor"]
+FIRST = [
+    "Ana",
+    "José",
+    "Lucía",
+    "Martín",
+    "Núria",
+    "Pablo",
+    "Sofía",
+    "Iñigo",
+    "Emma",
+    "Oliver",
+    "Carmen",
+    "Javier",
+    "Olivia",
+    "Jack",
+    "María José",
+    "Raúl",
+]
+LAST = [
+    "García",
+    "Núñez",
+    "Pérez",
+    "Sánchez",
+    "O'Brien",
+    "Smith",
+    "Fernández",
+    "Muñoz",
+    "Jones",
+    "Ibáñez",
+    "Castro",
+    "Taylor",
+]
 REGIONS = ["ES-MD", "ES-CT", "ES-AN", "ES-VC", "ES-PV", "GB-LND"]
 PRODUCTS = [
     ("DW400-W", "Lavavajillas Serie 4 DW-400 blanco"),

@@ -20,7 +20,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         secret = getattr(settings, name)
         if hasattr(secret, "get_secret_value"):
             value = secret.get_secret_value()
-        env[f"PREAVISO_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"PREAVISO_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     return env
 
 

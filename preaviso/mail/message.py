@@ -138,7 +138,8 @@ def build_message(
         "MIME-Version: 1.0",
     ]
     for name, value in extra_headers.items():
-        _check_value(name, name)
+        if _UNSAFE.search(name):
+            raise HeaderInjectionError(repr(name))  # repr: never echo a raw CR/LF
         if not _FIELD_NAME.fullmatch(name):
             raise MessageError(f"{name!r} is not a valid header name", header=name)
         if name.lower() in _RESERVED:

@@ -47,7 +47,7 @@ class Event(Contract):
 
     event_id: Annotated[str, Field(min_length=1, max_length=100)] = Field(
         default_factory=lambda: str(uuid.uuid4()),
-        description="Unique id of this event; publishers reuse it on retries so it is deduplicated.",
+        description="Unique id of this event; publishers reuse it on retries.",
     )
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = Field(
         default=SCHEMA_VERSION, description="Version of this contract the publisher wrote."

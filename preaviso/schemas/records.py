@@ -100,7 +100,9 @@ class DeadLetter(Contract):
     topic: str
     partition: int
     offset: int
-    key: str | None = Field(default=None, description="Original key, base64; absent when it had none.")
+    key: str | None = Field(
+        default=None, description="Original key, base64; absent when it had none."
+    )
     value: str = Field(description="Original value bytes, base64.")
     failed_at: AwareDatetime
     error_type: Annotated[str, Field(max_length=200)]

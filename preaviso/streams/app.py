@@ -74,11 +74,15 @@ def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
             partitions=settings.partitions,
             internal=False,
         )
-    # use_partitioner: changelog partition = hash(key), the same partition the key's
-    # records arrive on, even when a batch of events is written at once.
+    # Keys and values are raw bytes (contracts are decoded by the stages). Writes go
+    # to the partition of the current event, which the stage sets per record.
     for name in ("customers", "owners", "issued", "delivered"):
         pipe.tables[name] = app.Table(
-            name, default=None, partitions=settings.partitions, use_partitioner=True
+            name,
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
         )
     if register_agents:
         from preaviso.agents import register_all

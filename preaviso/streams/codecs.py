@@ -1,4 +1,4 @@
-"""Bytes in, contracts out: every topic carries raw bytes so a bad record stays intact for the DLQ."""
+"""Bytes in, contracts out: topics carry raw bytes so a bad record reaches the DLQ intact."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def decode_expected(model: type[M], data: bytes | None) -> M:
     """An upstream event that must be of one type, with a clear error when it is another."""
     event = decode_upstream(data)
     if not isinstance(event, model):
-        raise DecodeError(f"expected a {model.__name__} on this topic, got a {type(event).__name__}")
+        raise DecodeError(
+            f"expected a {model.__name__} on this topic, got a {type(event).__name__}"
+        )
     return event
 
 

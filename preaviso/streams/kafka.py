@@ -51,3 +51,17 @@ async def connect_admin(settings: Settings) -> AIOKafkaAdminClient:
         await admin.close()
         raise unreachable(settings, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
     return admin
+
+
+async def partition_ids(settings: Settings, topics: list[str]) -> dict[str, list[int]]:
+    """Partition numbers of each existing topic, from the brokers' metadata."""
+    admin = await connect_admin(settings)
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return {
+        d["topic"]: sorted(p["partition"] for p in d["partitions"])
+        for d in described
+        if d["error_code"] == 0
+    }

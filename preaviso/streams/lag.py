@@ -6,59 +6,66 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 from preaviso.settings import Settings
-from preaviso.streams.kafka import client_options, connect_admin
+from preaviso.streams.kafka import client_options, connect_admin, partition_ids
 
 
-async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
-    """Messages not yet committed by the worker group, per topic (uncommitted = whole topic)."""
-    names = list(topics)
-    admin = await connect_admin(settings)
+class UnknownTopicError(LookupError):
+    """Lag was asked of a topic the cluster does not have."""
+
+
+async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    """End offset of every partition of ``topics``; an unknown topic is an error, not zero."""
+    found = await partition_ids(settings, topics)
+    missing = sorted(set(topics) - set(found))
+    if missing:
+        raise UnknownTopicError(f"no such topic(s): {', '.join(missing)}")
+    tps = [TopicPartition(name, p) for name in topics for p in found[name]]
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     try:
         await consumer.start()
-        await consumer.topics()  # loads metadata for every topic
-        tps = [
-            TopicPartition(name, p)
-            for name in names
-            for p in sorted(consumer.partitions_for_topic(name) or ())
-        ]
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
+    return ends
+
+
+async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """Records not yet committed by the worker group, per topic (never committed = all)."""
+    names = list(topics)
+    ends = await end_offsets(settings, names)
+    admin = await connect_admin(settings)
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
+    finally:
         await admin.close()
     lag = dict.fromkeys(names, 0)
-    for tp in tps:
+    for tp, end in ends.items():
         meta = committed.get(tp)
         done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        lag[tp.topic] += max(0, ends[tp] - done)
+        lag[tp.topic] += max(0, end - done)
     return lag
 
 
-async def wait_idle(settings: Settings, topics: Iterable[str], timeout: float = 120.0) -> None:
+async def wait_idle(settings: Settings, topics: Iterable[str], within: float = 120.0) -> None:
     """Wait until the worker has committed everything on ``topics``."""
     names = list(topics)
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
-        lag = await topic_lag(settings, names)
+        try:
+            lag = await topic_lag(settings, names)
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            lag = dict.fromkeys(names, -1)  # a fresh broker is still electing the coordinator
         if not any(lag.values()):
             return
         if asyncio.get_running_loop().time() > deadline:
             behind = ", ".join(f"{k}={v}" for k, v in lag.items() if v)
-            raise TimeoutError(f"worker still behind after {timeout:g}s: {behind}")
+            raise TimeoutError(f"worker still behind after {within:g}s: {behind}")
         await asyncio.sleep(0.5)
 
 
 async def end_offsets_total(settings: Settings, topic: str) -> int:
     """Records ever written to ``topic`` (sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    try:
-        await consumer.start()
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        ends = await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-    return sum(ends.values())
+    return sum((await end_offsets(settings, [topic])).values())

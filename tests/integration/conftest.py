@@ -39,8 +39,10 @@ def catcher(tmp_path: Path) -> Iterator[CatcherProcess]:
 
 
 @pytest.fixture
-def stack(kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path) -> Iterator[Stack]:
-    host, port = catcher.address
+def stack(
+    kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path
+) -> Iterator[Stack]:
+    host, port = catcher.host, catcher.port
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,

@@ -18,16 +18,22 @@ from pydantic import BaseModel
 
 from preaviso.devtools.worker import settings_env
 from preaviso.settings import Settings
-from preaviso.streams.kafka import client_options
+from preaviso.streams.kafka import client_options, partition_ids
 
 
-def cli(settings: Settings, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    settings: Settings, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `preaviso ARGS` as a user would, with the settings as environment variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREAVISO_")}
     env.update(settings_env(settings))
     return subprocess.run(
         [sys.executable, "-m", "preaviso", *args],
-        input=stdin, capture_output=True, text=True, env=env, timeout=timeout,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -35,7 +41,12 @@ def jsonl(events: Iterable[BaseModel]) -> str:
     return "".join(e.model_dump_json() + "\n" for e in events)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, on_fail: Callable[[], str] = lambda: "") -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    on_fail: Callable[[], str] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -47,12 +58,13 @@ def read_topic(settings: Settings, name: str, expect: int, timeout: float = 30) 
     """Every record of a topic (at least ``expect``), from the beginning, without a group."""
 
     async def run() -> list[Any]:
-        consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        topic = settings.topic(name)
+        tps = [TopicPartition(topic, p) for p in (await partition_ids(settings, [topic]))[topic]]
         await consumer.start()
         try:
-            await consumer.topics()
-            topic = settings.topic(name)
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             records: list[Any] = []

@@ -13,9 +13,9 @@ from aiokafka import AIOKafkaProducer
 
 from preaviso.audience import expected_recipients
 from preaviso.devtools import dataset
+from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle
-from preaviso.streams import topics as t
 from tests.integration.conftest import Stack
 from tests.integration.helpers import cli, jsonl, mails, read_topic, records_as_json, wait_for
 
@@ -30,7 +30,7 @@ def publish_directory(stack: Stack) -> None:
     assert result.returncode == 0, result.stderr
     assert f"published {len(CUSTOMERS) + len(OWNED)} event(s)" in result.stdout
     names = [stack.settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
-    asyncio.run(wait_idle(stack.settings, names, timeout=90))
+    asyncio.run(wait_idle(stack.settings, names, within=90))
 
 
 def wait_for_mails(stack: Stack, count: int) -> None:
@@ -75,7 +75,9 @@ def test_a_discontinuation_reaches_exactly_the_owners(stack: Stack) -> None:
     receipts = records_as_json(read_topic(stack.settings, t.RECEIPTS.name, len(owners)))
     assert sorted(r["recipient"] for r in receipts) == emails_of(owners)
     assert {r["status"] for r in receipts} == {"sent"}
-    assert {r["message_id"] for r in receipts} == {str(m["Message-ID"]) for m in mails(stack.mail_dir)}
+    assert {r["message_id"] for r in receipts} == {
+        str(m["Message-ID"]) for m in mails(stack.mail_dir)
+    }
 
 
 def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(stack: Stack) -> None:
@@ -92,7 +94,9 @@ def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(stack: Sta
     for mail in mails(stack.mail_dir):
         html = mail.get_body(("html",))
         assert html is not None
-        assert "3 años" in html.get_content() or "3 años" in html.get_content().replace("&nbsp;", " ")
+        assert "3 años" in html.get_content() or "3 años" in html.get_content().replace(
+            "&nbsp;", " "
+        )
 
 
 def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: Stack) -> None:

@@ -116,6 +116,12 @@ async def test_memory_transport_refuses_to_send_once_closed() -> None:
         await transport.send(SENDER, ["a@example.com"], MESSAGE)
 
 
+def test_both_transports_fit_the_transport_protocol() -> None:
+    transports: list[Transport] = [MemoryTransport(), SmtpTransport()]  # checked by mypy
+
+    assert all(callable(transport.send) for transport in transports)
+
+
 @pytest.mark.parametrize("make", [MemoryTransport, SmtpTransport])
 async def test_envelope_addresses_are_checked_before_sending(make: Callable[[], Any]) -> None:
     transport: Transport = make()
@@ -157,6 +163,7 @@ class Server:
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         if self.drop_on_data:
+            assert server.transport is not None
             server.transport.close()
             return "421 closing"
         if self.data_delay:
@@ -283,7 +290,8 @@ async def test_a_connection_the_server_closed_is_replaced(server: Server) -> Non
     async with transport_for(server, connections=1) as transport:
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
         for session in server.sessions:
-            session.transport.close()
+            if session.transport is not None:
+                session.transport.close()
         reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
     assert reply.code == 250
@@ -314,7 +322,7 @@ async def test_a_fresh_connection_that_drops_is_not_retried(server: Server) -> N
 async def test_a_command_timeout_is_reported_and_the_connection_discarded(server: Server) -> None:
     server.data_delay = 2.0
     async with transport_for(server, connections=1, timeout=0.3) as transport:
-        with pytest.raises(SmtpTimeoutError, match="did not answer within 0.3s"):
+        with pytest.raises(SmtpTimeoutError, match=r"did not answer within 0\.3s"):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
         server.data_delay = 0.0
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
@@ -377,7 +385,9 @@ async def test_auth_is_used_when_a_username_is_set() -> None:
         listener.close()
 
     assert len(handler.messages) == 1
-    assert handler.sessions[0].session.authenticated
+    session = handler.sessions[0].session
+    assert session is not None
+    assert session.authenticated
 
 
 async def test_a_closed_transport_refuses_to_send(server: Server) -> None:
@@ -397,7 +407,7 @@ def test_from_settings_maps_every_smtp_setting() -> None:
         smtp_tls=SmtpTls.STARTTLS,
         smtp_verify_tls=False,
         smtp_username="preaviso",
-        smtp_password="s3cret",  # type: ignore[arg-type]
+        smtp_password="s3cret",
         smtp_connections=8,
         smtp_timeout=12.0,
         connect_timeout=3.0,
