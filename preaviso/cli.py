@@ -72,7 +72,7 @@ def publish(
     events, errors = parse_events(text)
     if errors:
         for e in errors:
-            err.print(f"{file}: {e}", markup=False, highlight=False)
+            err.print(f"{file}: {e}", markup=False, highlight=False, soft_wrap=True)
         err.print(f"[red]nothing published:[/] {len(errors)} invalid event(s); fix them and retry")
         raise typer.Exit(2)
     settings = load_settings()

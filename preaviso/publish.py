@@ -40,45 +40,47 @@ class LineError:
         return f"{self.unit} {self.line}: {self.message}"
 
 
-def _items(text: str) -> list[tuple[int, Any]] | LineError:
-    """(position, parsed JSON) pairs from JSON Lines, one JSON object or a JSON array."""
+def _json_error(position: int, exc: json.JSONDecodeError) -> LineError:
+    return LineError(position, f"not valid JSON ({exc.msg} at column {exc.colno})")
+
+
+def _items(text: str) -> tuple[list[tuple[int, Any]], list[LineError], str]:
+    """(position, parsed JSON) pairs and syntax errors, from JSON Lines, an object or an array."""
     stripped = text.strip()
     if stripped.startswith("[") or (stripped.startswith("{") and "\n" in stripped):
         try:
             doc = json.loads(stripped)
         except json.JSONDecodeError as exc:
             if stripped.startswith("["):
-                return LineError(exc.lineno, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                return [], [_json_error(exc.lineno, exc)], "line"
         else:
             if isinstance(doc, list):
-                return list(enumerate(doc, 1))
-            return [(text[: text.index("{")].count("\n") + 1, doc)]
+                return list(enumerate(doc, 1)), [], "item"
+            return [(text[: text.index("{")].count("\n") + 1, doc)], [], "line"
     pairs: list[tuple[int, Any]] = []
+    errors: list[LineError] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             pairs.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
-            return LineError(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
-    return pairs
+            errors.append(_json_error(number, exc))
+    return pairs, errors, "line"
 
 
 def parse_events(text: str) -> tuple[list[UpstreamEvent], list[LineError]]:
-    """Every event or every error: publishing is all or nothing."""
-    items = _items(text)
-    if isinstance(items, LineError):
-        return [], [items]
-    unit = "item" if text.strip().startswith("[") else "line"
+    """Every event, or every error in the input: publishing is all or nothing."""
+    items, errors, unit = _items(text)
     events: list[UpstreamEvent] = []
-    errors: list[LineError] = []
     for number, item in items:
         try:
             events.append(_adapter.validate_python(item))
         except ValidationError as exc:
             errors.append(LineError(number, explain(exc), unit))
-    if not items:
+    if not items and not errors:
         errors.append(LineError(0, "no events found: give JSON Lines, a JSON object or an array"))
+    errors.sort(key=lambda e: e.line)
     return events, errors
 
 

@@ -58,6 +58,6 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    run_stage(pipe, t.CHANGES, "audience-router", on_event=route_change)
-    run_stage(pipe, t.DISCONTINUED_SKUS, "audience-discontinued", on_event=owners_of_sku)
-    run_stage(pipe, t.POLICY_FANOUT, "audience-policy", on_event=customers_in_scope)
+    run_stage(pipe, t.CHANGES, "audience-router", route_change)
+    run_stage(pipe, t.DISCONTINUED_SKUS, "audience-discontinued", owners_of_sku)
+    run_stage(pipe, t.POLICY_FANOUT, "audience-policy", customers_in_scope)

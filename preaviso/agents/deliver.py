@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import mode
 
 from preaviso.agents import ledger
-from preaviso.agents.stage import BatchHandler, Outbox, run_stage, set_current
+from preaviso.agents.stage import EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
     SmtpPermanentError,
@@ -83,34 +82,19 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     settings = pipe.settings
     smtp: Transport = transport or SmtpTransport.from_settings(settings)
 
-    def deliver(outbox: Outbox, stream: Any) -> BatchHandler:
-        async def handle(events: Sequence[Any]) -> list[tuple[Any, BaseException]]:
-            failures: list[tuple[Any, BaseException]] = []
-            todo: list[tuple[Any, Notice]] = []
-            for event in events:
-                try:
-                    notice = decode(Notice, event.message.value)
-                except Exception as exc:
-                    failures.append((event, exc))
-                    continue
-                if not ledger.contains(delivered, notice.customer_id.encode(), notice.notice_id):
-                    todo.append((event, notice))
-            results = await asyncio.gather(
-                *(send_notice(smtp, settings, n) for _, n in todo), return_exceptions=True
-            )
-            for (event, notice), result in zip(todo, results, strict=True):
-                if isinstance(result, BaseException):
-                    failures.append((event, result))
-                    continue
-                set_current(stream, event)
-                key = notice.customer_id.encode()
-                await outbox.send(t.RECEIPTS, key, encode(result))
-                ledger.add(delivered, key, notice.notice_id)
-            return failures
+    def deliver(outbox: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            notice = decode(Notice, event.message.value)
+            key = notice.customer_id.encode()
+            if ledger.contains(delivered, key, notice.notice_id):
+                return  # sent before a restart re-read it: do not send twice
+            receipt = await send_notice(smtp, settings, notice)
+            await outbox.send(t.RECEIPTS, key, encode(receipt))
+            ledger.add(delivered, key, notice.notice_id)
 
         return handle
 
-    run_stage(pipe, t.NOTICES, "deliver", on_batch=deliver, batch_size=200, within=0.1)
+    run_stage(pipe, t.NOTICES, "deliver", deliver)
 
     class SmtpPool(mode.Service):
         """Closes the pooled SMTP connections when the worker stops."""

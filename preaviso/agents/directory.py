@@ -47,9 +47,9 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    run_stage(pipe, t.CUSTOMERS, "directory-customers", on_event=upsert_customer)
-    run_stage(pipe, t.OWNERSHIPS, "directory-ownerships", on_event=repartition_ownership)
-    run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", on_event=index_owner)
+    run_stage(pipe, t.CUSTOMERS, "directory-customers", upsert_customer)
+    run_stage(pipe, t.OWNERSHIPS, "directory-ownerships", repartition_ownership)
+    run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", index_owner)
 
 
 class KeyMismatchError(ValueError):

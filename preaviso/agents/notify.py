@@ -79,4 +79,4 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    run_stage(pipe, t.IMPACTS, "notify", on_event=notify)
+    run_stage(pipe, t.IMPACTS, "notify", notify)

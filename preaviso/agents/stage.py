@@ -1,9 +1,9 @@
-"""The loop every agent runs: batches in, failures dead-lettered, sends awaited before acks.
+"""The loop every agent runs: failures dead-lettered, sends awaited before the ack.
 
 Faust acks (and later commits) an event once the agent moves past it. So a stage
 must never raise out of its loop (Faust would commit past the record and the
 agent would die), and must await everything it produced before taking the next
-batch: then a crash re-reads records instead of losing them (at-least-once).
+record: then a crash re-reads records instead of losing them (at-least-once).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,6 @@ from preaviso.streams.codecs import encode
 log = logging.getLogger("preaviso.stage")
 
 EventHandler = Callable[[Any], Awaitable[None]]
-BatchHandler = Callable[[Sequence[Any]], Awaitable[Sequence[tuple[Any, BaseException]]]]
 
 
 class Outbox:
@@ -64,27 +63,22 @@ def dead_letter_for(event: Any, stage: str, exc: BaseException) -> DeadLetter:
     )
 
 
-def set_current(stream: Any, event: Any) -> None:
-    # Table writes go to the partition of the "current event"; in a batch Faust
-    # does not set it per record, so the stage does.
-    stream._set_current_event(event)
-
-
 def run_stage(
     pipe: Pipeline,
     source: t.TopicSpec,
     stage: str,
-    *,
-    on_event: Callable[[Outbox], EventHandler] | None = None,
-    on_batch: Callable[[Outbox, Any], BatchHandler] | None = None,
-    batch_size: int = 500,
-    within: float = 0.2,
+    on_event: Callable[[Outbox], EventHandler],
 ) -> Any:
-    """Register one agent (concurrency 1) that runs a handler over ``source``."""
+    """Register one agent (concurrency 1) that runs a handler over each record of ``source``.
+
+    Records are taken one at a time with ``stream.events()``: Faust's batching
+    (``take``/``take_events``) was seen to strand the last records of a burst here,
+    a known upstream bug, and a notice must never be stranded.
+    """
     app = pipe.app
     outbox = Outbox(pipe)
 
-    async def _dead_letter(event: Any, exc: BaseException) -> None:
+    async def dead_letter(event: Any, exc: BaseException) -> None:
         letter = dead_letter_for(event, stage, exc)
         log.warning(
             "stage %s: dead-lettered %s[%d]@%d: %s: %.300s",
@@ -98,19 +92,12 @@ def run_stage(
         await outbox.send(t.DEAD_LETTERS, event.message.key, encode(letter))
 
     async def agent(stream: Any) -> None:
-        handle_event = on_event(outbox) if on_event else None
-        handle_batch = on_batch(outbox, stream) if on_batch else None
-        async for events in stream.take_events(batch_size, within=within):
-            if handle_batch is not None:
-                for event, exc in await handle_batch(events):
-                    await _dead_letter(event, exc)
-            elif handle_event is not None:
-                for event in events:
-                    set_current(stream, event)
-                    try:
-                        await handle_event(event)
-                    except Exception as exc:
-                        await _dead_letter(event, exc)
+        handle = on_event(outbox)
+        async for event in stream.events():
+            try:
+                await handle(event)
+            except Exception as exc:  # every failure is dead-lettered, never raised
+                await dead_letter(event, exc)
             await outbox.flush()
 
     agent.__name__ = f"stage_{stage.replace('-', '_')}"

@@ -152,7 +152,7 @@ def test_publish_validates_every_line_and_publishes_nothing_when_one_is_bad(stac
     result = cli(stack.settings, "publish", "-", stdin=lines)
 
     assert result.returncode == 2
-    assert "line 2: email:" in result.stderr
+    assert "line 2: CustomerUpserted.email:" in result.stderr
     assert "line 4: not valid JSON" in result.stderr
     assert "nothing published" in result.stderr
     assert read_topic(stack.settings, t.CUSTOMERS.name, 1, timeout=3) == []
