@@ -102,6 +102,7 @@ def policy_impacts(
             old_terms=event.old_terms,
             new_terms=event.new_terms,
             required_notice_days=event.required_notice_days,
+            scope_region=None if event.scope.all_customers else customer.region,
         )
 
 

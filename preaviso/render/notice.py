@@ -22,6 +22,7 @@ from jinja2 import (
 )
 from markupsafe import Markup
 
+from preaviso.render.why import explain
 from preaviso.schemas.events import CustomerUpserted, Locale, PolicyKind
 from preaviso.schemas.records import Impact, ImpactKind
 
@@ -143,7 +144,7 @@ class Renderer:
             "company_name": self._company_name,
             "effective": _long_date(impact.effective_date, customer.locale),
             "past": impact.effective_date < today,
-            "reason": _clean_text(impact.reason),
+            "reason": _clean_text(explain(impact, customer.locale)),
         }
 
 

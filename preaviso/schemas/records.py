@@ -56,6 +56,9 @@ class Impact(Event):
     old_terms: Text | None = None
     new_terms: Text | None = None
     required_notice_days: int | None = None
+    scope_region: Identifier | None = Field(
+        default=None, description="The customer's region when the policy covers only some."
+    )
 
 
 class Notice(Event):

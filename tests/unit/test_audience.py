@@ -43,7 +43,8 @@ def test_owners_of_a_discontinued_sku_each_get_one_impact_with_the_reason() -> N
     first = impacts[0]
     assert first.kind is ImpactKind.DISCONTINUATION
     assert first.notice_id == notice_id_for("disc-1", "C1")
-    assert "DW400-W" in first.reason and "2024-05-01" in first.reason
+    assert "DW400-W" in first.reason
+    assert "2024-05-01" in first.reason
     assert first.products[0].product_name == "Product DW400-W"
     assert first.spare_parts_until == change.spare_parts_until
 

@@ -40,7 +40,7 @@ def test_every_bad_line_is_reported_with_its_number_and_field() -> None:
     bad["locale"] = "fr"
     text = lines(PEOPLE[0].model_dump_json(), json.dumps(bad), "{broken", '{"type": "Nope"}')
 
-    events, errors = parse_events(text)
+    _, errors = parse_events(text)
 
     messages = [str(e) for e in errors]
     assert messages[0].startswith("line 2: CustomerUpserted.locale:")

@@ -56,6 +56,7 @@ def policy_change(**changes: Any) -> Impact:
         "customer_id": "c-1",
         "cause_event_id": "e-2",
         "reason": "The policy applies to customers in region madrid.",
+        "scope_region": "madrid",
         "effective_date": EFFECTIVE,
         "policy_id": "warranty-2027",
         "policy_kind": PolicyKind.WARRANTY,
@@ -153,7 +154,10 @@ def test_spanish_discontinuation_says_what_ends_when_and_what_to_do(renderer: Re
         assert "20% off the Modelo Y." in part
         assert "Valid until 31 December." in part
         assert "contacte con nuestro servicio de atención al cliente" in part
-        assert "Por qué recibe este mensaje: You own a product of model Modelo X" in part
+        assert (
+            "Por qué recibe este mensaje: usted compró Lavavajillas Modelo X (ref. LV-X-01) el 3 de mayo de 2021"
+            in part
+        )
         assert "El equipo de Example Appliances" in part
 
 
@@ -168,7 +172,10 @@ def test_english_discontinuation_says_what_ends_when_and_what_to_do(renderer: Re
         assert "please order them by March 1, 2032" in part
         assert "20% off the Modelo Y." in part
         assert "please contact our customer service" in part
-        assert "Why you are receiving this: You own a product of model Modelo X" in part
+        assert (
+            "Why you are receiving this: you bought Lavavajillas Modelo X (SKU LV-X-01) on May 3, 2021"
+            in part
+        )
         assert "The Example Appliances team" in part
 
 
@@ -241,7 +248,7 @@ def test_a_discontinuation_without_a_model_name_is_refused(renderer: Renderer) -
                 "Antes:",
                 "A partir del 1 de marzo de 2027:",
                 "contacte con nuestro servicio de atención al cliente antes del 1 de marzo de 2027",
-                "Por qué recibe este mensaje: The policy applies to customers in region madrid.",
+                "Por qué recibe este mensaje: este cambio se aplica a los clientes de su zona (madrid)",
                 "El equipo de Example Appliances",
             ],
         ),
@@ -254,7 +261,7 @@ def test_a_discontinuation_without_a_model_name_is_refused(renderer: Renderer) -
                 "Before:",
                 "From March 1, 2027:",
                 "please contact our customer service before March 1, 2027",
-                "Why you are receiving this: The policy applies to customers in region madrid.",
+                "Why you are receiving this: this change applies to customers in your region (madrid).",
                 "The Example Appliances team",
             ],
         ),

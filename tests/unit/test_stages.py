@@ -137,7 +137,7 @@ def test_a_dead_letter_keeps_the_original_bytes_and_says_why() -> None:
 
 
 def test_a_record_of_the_wrong_type_for_its_topic_is_refused_by_name() -> None:
-    with pytest.raises(DecodeError, match="expected a CustomerUpserted on this topic, got a"):
-        from preaviso.schemas.events import CustomerUpserted
+    from preaviso.schemas.events import CustomerUpserted
 
+    with pytest.raises(DecodeError, match="expected a CustomerUpserted on this topic, got a"):
         decode_expected(CustomerUpserted, encode(OWNED[0]))

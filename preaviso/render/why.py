@@ -1,0 +1,44 @@
+"""The "why you are receiving this" line, in the customer's language.
+
+``Impact.reason`` stays the neutral ledger text for operators; customers read this
+sentence, built from the same facts.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from babel.dates import format_date
+
+from preaviso.schemas.events import Locale
+from preaviso.schemas.records import Impact, ImpactKind
+
+
+def _day(value: date, locale: Locale) -> str:
+    return format_date(value, format="long", locale=locale.value)
+
+
+def explain(impact: Impact, locale: Locale) -> str:
+    if impact.kind is ImpactKind.DISCONTINUATION and impact.products:
+        p = impact.products[0]
+        if locale is Locale.ES:
+            return (
+                f"usted compró {p.product_name} (ref. {p.sku}) el {_day(p.purchase_date, locale)}, "
+                "un modelo que deja de fabricarse."
+            )
+        return (
+            f"you bought {p.product_name} (SKU {p.sku}) on {_day(p.purchase_date, locale)}, "
+            "a model that is being discontinued."
+        )
+    if impact.kind is ImpactKind.POLICY_CHANGE:
+        if impact.scope_region:
+            if locale is Locale.ES:
+                return (
+                    "este cambio se aplica a los clientes de su zona "
+                    f"({impact.scope_region}), y usted es uno de ellos."
+                )
+            return f"this change applies to customers in your region ({impact.scope_region})."
+        if locale is Locale.ES:
+            return "este cambio se aplica a todos nuestros clientes."
+        return "this change applies to all our customers."
+    return impact.reason
