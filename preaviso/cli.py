@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +24,13 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console()
+
+
+def quiet_clients() -> None:
+    # aiokafka logs transient leader elections of new topics as errors; ours are
+    # retried, and a real failure surfaces as an exception with its own message.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def load_settings() -> Settings:
@@ -76,6 +84,7 @@ def publish(
         err.print(f"[red]nothing published:[/] {len(errors)} invalid event(s); fix them and retry")
         raise typer.Exit(2)
     settings = load_settings()
+    quiet_clients()
     try:
         counts = asyncio.run(send(settings, events))
     except (KafkaUnreachableError, TopicMismatchError) as exc:
@@ -95,6 +104,7 @@ def demo(
     """Run everything locally: Kafka, a mail catcher, a worker, and two real announcements."""
     from preaviso.demo import run_demo
 
+    quiet_clients()
     raise typer.Exit(run_demo(customers=customers, out_dir=out_dir, console=out))
 
 

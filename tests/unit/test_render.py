@@ -155,8 +155,8 @@ def test_spanish_discontinuation_says_what_ends_when_and_what_to_do(renderer: Re
         assert "Valid until 31 December." in part
         assert "contacte con nuestro servicio de atención al cliente" in part
         assert (
-            "Por qué recibe este mensaje: usted compró Lavavajillas Modelo X (ref. LV-X-01) el 3 de mayo de 2021"
-            in part
+            "Por qué recibe este mensaje: usted compró Lavavajillas Modelo X (ref. LV-X-01) "
+            "el 3 de mayo de 2021" in part
         )
         assert "El equipo de Example Appliances" in part
 
@@ -173,8 +173,8 @@ def test_english_discontinuation_says_what_ends_when_and_what_to_do(renderer: Re
         assert "20% off the Modelo Y." in part
         assert "please contact our customer service" in part
         assert (
-            "Why you are receiving this: you bought Lavavajillas Modelo X (SKU LV-X-01) on May 3, 2021"
-            in part
+            "Why you are receiving this: you bought Lavavajillas Modelo X (SKU LV-X-01) "
+            "on May 3, 2021" in part
         )
         assert "The Example Appliances team" in part
 
@@ -248,7 +248,8 @@ def test_a_discontinuation_without_a_model_name_is_refused(renderer: Renderer) -
                 "Antes:",
                 "A partir del 1 de marzo de 2027:",
                 "contacte con nuestro servicio de atención al cliente antes del 1 de marzo de 2027",
-                "Por qué recibe este mensaje: este cambio se aplica a los clientes de su zona (madrid)",
+                "Por qué recibe este mensaje: este cambio se aplica a los clientes de su zona "
+                "(madrid)",
                 "El equipo de Example Appliances",
             ],
         ),
@@ -261,7 +262,8 @@ def test_a_discontinuation_without_a_model_name_is_refused(renderer: Renderer) -
                 "Before:",
                 "From March 1, 2027:",
                 "please contact our customer service before March 1, 2027",
-                "Why you are receiving this: this change applies to customers in your region (madrid).",
+                "Why you are receiving this: this change applies to customers in your region "
+                "(madrid).",
                 "The Example Appliances team",
             ],
         ),
