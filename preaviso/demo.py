@@ -110,8 +110,10 @@ async def _scenario(settings: Settings, count: int, mail_dir: Path, console: Con
     table.add_row("Mails are in", f"{mail_dir}/ (.eml, open with any mail client)")
     console.print(table)
     if sorted(got) != want:
-        missing = len(set(want) - set(got))
-        extra = len(got) - len(want) + missing
+        from collections import Counter
+
+        missing = sum((Counter(want) - Counter(got)).values())
+        extra = sum((Counter(got) - Counter(want)).values())
         console.print(
             f"[red]✗ Recipients differ from the expected audience:[/] "
             f"{missing} missing, {extra} extra"

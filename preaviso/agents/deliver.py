@@ -90,6 +90,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 return  # sent before a restart re-read it: do not send twice
             receipt = await send_notice(smtp, settings, notice)
             await outbox.send(t.RECEIPTS, key, encode(receipt))
+            await outbox.flush()  # the receipt is the proof: hold it before the ledger
             ledger.add(delivered, key, notice.notice_id)
 
         return handle

@@ -75,6 +75,7 @@ def register(pipe: Pipeline) -> None:
             customer = decode(DirectoryEntry, raw).customer
             notice = compose_notice(impact, customer, renderer, pipe.settings, datetime.now(UTC))
             await outbox.send(t.NOTICES, key, encode(notice))
+            await outbox.flush()  # only a notice Kafka holds may be marked issued
             ledger.add(issued, key, impact.notice_id)
 
         return handle

@@ -26,7 +26,7 @@ EventHandler = Callable[[Any], Awaitable[None]]
 
 
 class Outbox:
-    """Records a stage produces; awaited as a whole before the batch is acked."""
+    """Records a stage produces for one input record; all awaited before that record is acked."""
 
     def __init__(self, pipe: Pipeline) -> None:
         self._pipe = pipe
@@ -96,9 +96,10 @@ def run_stage(
         async for event in stream.events():
             try:
                 await handle(event)
+                await outbox.flush()
             except Exception as exc:  # every failure is dead-lettered, never raised
                 await dead_letter(event, exc)
-            await outbox.flush()
+                await outbox.flush()
 
     agent.__name__ = f"stage_{stage.replace('-', '_')}"
     return app.agent(pipe.topics[source.name], name=stage, concurrency=1)(agent)

@@ -62,7 +62,10 @@ def read_topic(settings: Settings, name: str, expect: int, timeout: float = 30) 
             **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
         )
         topic = settings.topic(name)
-        tps = [TopicPartition(topic, p) for p in (await partition_ids(settings, [topic]))[topic]]
+        found = await partition_ids(settings, [topic])
+        if topic not in found:
+            return []  # never created: nothing was ever published to it
+        tps = [TopicPartition(topic, p) for p in found[topic]]
         await consumer.start()
         try:
             consumer.assign(tps)
