@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,15 +9,13 @@ import faust
 
 from preaviso.settings import KafkaSecurity, Settings
 from preaviso.streams import topics as t
+from preaviso.streams.kafka import ssl_context
 
 
 def broker_credentials(settings: Settings) -> Any:
     """Faust's form of the Kafka security settings (None for plaintext)."""
     proto = settings.kafka_security_protocol
-    context = None
-    if proto in (KafkaSecurity.SSL, KafkaSecurity.SASL_SSL):
-        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        context = ssl.create_default_context(cafile=cafile)
+    context = ssl_context(settings)
     if proto in (KafkaSecurity.SASL_PLAINTEXT, KafkaSecurity.SASL_SSL):
         password = settings.kafka_sasl_password
         return faust.SASLCredentials(

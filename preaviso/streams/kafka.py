@@ -15,15 +15,23 @@ class KafkaUnreachableError(ConnectionError):
     """No broker answered: says which address and what to check."""
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL, verifying brokers against the configured CA."""
+    if settings.kafka_security_protocol not in (KafkaSecurity.SSL, KafkaSecurity.SASL_SSL):
+        return None
+    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    return ssl.create_default_context(cafile=cafile)
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """aiokafka keyword arguments for the configured security (TLS, SASL)."""
     opts: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "security_protocol": settings.kafka_security_protocol.value,
     }
-    if settings.kafka_security_protocol in (KafkaSecurity.SSL, KafkaSecurity.SASL_SSL):
-        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        opts["ssl_context"] = ssl.create_default_context(cafile=cafile)
+    context = ssl_context(settings)
+    if context is not None:
+        opts["ssl_context"] = context
     if settings.kafka_security_protocol in (KafkaSecurity.SASL_PLAINTEXT, KafkaSecurity.SASL_SSL):
         opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
         opts["sasl_plain_username"] = settings.kafka_sasl_username
