@@ -6,7 +6,6 @@ import asyncio
 import shutil
 import tempfile
 import time
-from email import message_from_bytes, policy
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -16,23 +15,19 @@ from rich.table import Table
 
 from preaviso.audience import expected_recipients
 from preaviso.devtools import dataset
-from preaviso.devtools.catcher import CatcherProcess
+from preaviso.devtools.catcher import CatcherProcess, read_mails
 from preaviso.devtools.kafka import LocalKafka
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.publish import publish
 from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
-from preaviso.streams.lag import wait_idle
+from preaviso.streams.lag import end_offsets_total, wait_idle
 
 
 def caught_recipients(mail_dir: Path) -> list[str]:
     """Addresses in the To header of every caught mail (one entry per mail)."""
-    found = []
-    for path in sorted(mail_dir.glob("*.eml")):
-        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-        found.append(parseaddr(str(msg["To"]))[1])
-    return found
+    return [parseaddr(str(msg["To"]))[1] for msg in read_mails(mail_dir)]
 
 
 def run_demo(customers: int, out_dir: Path, console: Console) -> int:
@@ -128,6 +123,4 @@ def _count_mail(mail_dir: Path) -> int:
 
 
 async def _count(settings: Settings, spec: t.TopicSpec) -> int:
-    from preaviso.streams.lag import end_offsets_total
-
     return await end_offsets_total(settings, settings.topic(spec.name))

@@ -68,6 +68,12 @@ class EmlWriter:
         return name
 
 
+def read_mails(out_dir: Path) -> list[EmailMessage]:
+    """The mails saved in ``out_dir``, parsed with ``email.policy.default``, oldest first."""
+    parser = BytesParser(policy=email.policy.default)
+    return [parser.parsebytes(path.read_bytes()) for path in sorted(out_dir.glob("*.eml"))]
+
+
 def _id_for_name(content: bytes) -> str:
     headers_end = content.find(b"\r\n\r\n")
     match = _MESSAGE_ID.search(content, 0, headers_end if headers_end >= 0 else len(content))
@@ -233,8 +239,7 @@ class CatcherProcess:
 
     def messages(self) -> list[EmailMessage]:
         """The saved mails parsed with ``email.policy.default``, oldest first."""
-        parser = BytesParser(policy=email.policy.default)
-        return [parser.parsebytes(path.read_bytes()) for path in self.files()]
+        return read_mails(self.out_dir)
 
     def __enter__(self) -> Self:
         self.start()

@@ -55,21 +55,28 @@ async def connect_admin(settings: Settings) -> AIOKafkaAdminClient:
     )
     try:
         await asyncio.wait_for(admin.start(), settings.connect_timeout)
-    except (TimeoutError, OSError, Exception) as exc:
+    except Exception as exc:  # timeouts, refused connections, bad security settings
         await admin.close()
         raise unreachable(settings, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
     return admin
+
+
+async def describe_partitions(
+    admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[str, list[int]]:
+    """Partition numbers of each of ``topics`` that exists; missing ones are left out."""
+    described = await admin.describe_topics(topics)
+    return {
+        d["topic"]: sorted(p["partition"] for p in d["partitions"])
+        for d in described
+        if d["error_code"] == 0
+    }
 
 
 async def partition_ids(settings: Settings, topics: list[str]) -> dict[str, list[int]]:
     """Partition numbers of each existing topic, from the brokers' metadata."""
     admin = await connect_admin(settings)
     try:
-        described = await admin.describe_topics(topics)
+        return await describe_partitions(admin, topics)
     finally:
         await admin.close()
-    return {
-        d["topic"]: sorted(p["partition"] for p in d["partitions"])
-        for d in described
-        if d["error_code"] == 0
-    }

@@ -6,19 +6,21 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 from preaviso.settings import Settings
-from preaviso.streams.kafka import client_options, connect_admin, partition_ids
+from preaviso.streams.kafka import client_options, connect_admin, describe_partitions
 
 
 class UnknownTopicError(LookupError):
     """Lag was asked of a topic the cluster does not have."""
 
 
-async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
-    """End offset of every partition of ``topics``; an unknown topic is an error, not zero."""
-    found = await partition_ids(settings, topics)
+async def _end_offsets(
+    settings: Settings, admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[TopicPartition, int]:
+    found = await describe_partitions(admin, topics)
     missing = sorted(set(topics) - set(found))
     if missing:
         raise UnknownTopicError(f"no such topic(s): {', '.join(missing)}")
@@ -32,12 +34,21 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
     return ends
 
 
+async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    """End offset of every partition of ``topics``; an unknown topic is an error, not zero."""
+    admin = await connect_admin(settings)
+    try:
+        return await _end_offsets(settings, admin, topics)
+    finally:
+        await admin.close()
+
+
 async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
     """Records not yet committed by the worker group, per topic (never committed = all)."""
     names = list(topics)
-    ends = await end_offsets(settings, names)
     admin = await connect_admin(settings)
     try:
+        ends = await _end_offsets(settings, admin, names)
         committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
     finally:
         await admin.close()

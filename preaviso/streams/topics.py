@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiokafka.admin import NewTopic
 
 from preaviso.settings import Settings
-from preaviso.streams.kafka import connect_admin
+from preaviso.streams.kafka import connect_admin, describe_partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +58,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
     """
     admin = await connect_admin(settings)
     try:
-        existing = await admin.describe_topics([settings.topic(t.name) for t in ALL_TOPICS])
-        counts = {d["topic"]: len(d["partitions"]) for d in existing if d["error_code"] == 0}
+        existing = await describe_partitions(admin, [settings.topic(t.name) for t in ALL_TOPICS])
+        counts = {name: len(ids) for name, ids in existing.items()}
         wrong = {n: c for n, c in counts.items() if c != settings.partitions}
         if wrong:
             listing = ", ".join(f"{n} has {c}" for n, c in sorted(wrong.items()))

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -85,12 +83,3 @@ def read_topic(settings: Settings, name: str, expect: int, timeout: float = 30) 
 
 def records_as_json(records: Iterable[Any]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]
-
-
-def mails(mail_dir: Path) -> list[EmailMessage]:
-    from email import message_from_bytes, policy
-
-    return [
-        message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
-        for p in sorted(mail_dir.glob("*.eml"))
-    ]

@@ -12,11 +12,12 @@ from aiokafka import AIOKafkaProducer
 
 from preaviso.audience import expected_recipients
 from preaviso.devtools import dataset
+from preaviso.devtools.catcher import read_mails as mails
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle
 from tests.integration.conftest import Stack
-from tests.integration.helpers import cli, jsonl, mails, read_topic, records_as_json, wait_for
+from tests.integration.helpers import cli, jsonl, read_topic, records_as_json, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,11 @@ from tests.integration.helpers import cli
 
 pytestmark = pytest.mark.integration
 
+EVENT = (
+    '{"type": "CustomerUpserted", "customer_id": "C1", "email": "a@example.com",'
+    ' "name": "Ana", "region": "ES-MD"}'
+)
+
 
 def closed_port() -> int:
     return free_ports(1)[0]
@@ -53,13 +58,9 @@ def test_the_worker_names_an_unreachable_smtp_server_and_exits(
 def test_publish_names_an_unreachable_broker_and_exits() -> None:
     port = closed_port()
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", connect_timeout=3)
-    event = (
-        '{"type": "CustomerUpserted", "customer_id": "C1", "email": "a@example.com",'
-        ' "name": "Ana", "region": "ES-MD"}'
-    )
     started = time.monotonic()
 
-    result = cli(settings, "publish", "-", stdin=event, timeout=60)
+    result = cli(settings, "publish", "-", stdin=EVENT, timeout=60)
 
     assert result.returncode == 1
     assert time.monotonic() - started < 30
@@ -67,13 +68,9 @@ def test_publish_names_an_unreachable_broker_and_exits() -> None:
 
 
 def test_a_bad_setting_is_reported_by_its_variable_name() -> None:
-    event = (
-        '{"type": "CustomerUpserted", "customer_id": "C1", "email": "a@example.com",'
-        ' "name": "Ana", "region": "ES-MD"}'
-    )
     bad = Settings().model_copy(update={"partitions": 0})
 
-    result = cli(bad, "publish", "-", stdin=event, timeout=60)
+    result = cli(bad, "publish", "-", stdin=EVENT, timeout=60)
 
     assert result.returncode == 2
     assert "setting PREAVISO_PARTITIONS" in result.stderr
