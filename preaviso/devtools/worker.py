@@ -30,10 +30,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """A worker in its own process group, its output in a log file."""
 
-    def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        loglevel: str = "info",
+        *,
+        faust_fix: bool = True,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.loglevel = loglevel
+        # False runs Faust's own recovery order, to reproduce the upstream bug.
+        self.module = "preaviso" if faust_fix else "preaviso.devtools.faust_unfixed"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -42,7 +51,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "preaviso", "worker", "--loglevel", self.loglevel],
+                [sys.executable, "-m", self.module, "worker", "--loglevel", self.loglevel],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from preaviso.settings import KafkaSecurity, Settings
+from preaviso.streams import faust_fixes
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import ssl_context
 
@@ -42,6 +43,7 @@ class Pipeline:
 
 def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
     """Build the worker app; agents are registered unless a test wants to pick its own."""
+    faust_fixes.apply()
     app = faust.App(
         settings.topic(settings.app_id),
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
@@ -60,7 +62,14 @@ def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
         value_serializer="raw",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # A dead worker's partitions move on after the session timeout; SIGTERM leaves
+        # the group at once (docs/reliability.md).
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval,
         stream_wait_empty=True,
+        # No standby tables: Faust clears queued standby changelog records whenever flow
+        # resumes, so a standby can miss entries; actives recover from the changelog.
+        table_standby_replicas=0,
     )
     pipe = Pipeline(settings=settings, app=app)
     for spec in t.ALL_TOPICS:
@@ -73,7 +82,7 @@ def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
         )
     # Keys and values are raw bytes (contracts are decoded by the stages). Writes go
     # to the partition of the current event, which the stage sets per record.
-    for name in ("customers", "owners", "issued", "delivered"):
+    for name in t.TABLES:
         pipe.tables[name] = app.Table(
             name,
             default=None,
