@@ -38,8 +38,11 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for e in exc.errors(include_url=False):
-            name = "PREAVISO_" + "_".join(str(p) for p in e["loc"]).upper()
-            err.print(f"[red]error:[/] setting {name}: {e['msg']}")
+            if e["loc"]:
+                name = "PREAVISO_" + "_".join(str(p) for p in e["loc"]).upper()
+                err.print(f"[red]error:[/] setting {name}: {e['msg']}")
+            else:  # a rule across settings names them in its message
+                err.print(f"[red]error:[/] settings: {e['msg']}")
         raise typer.Exit(2) from exc
 
 

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         10.0, description="Seconds to wait for Kafka or SMTP before reporting them unreachable."
     )
 
+    kafka_session_timeout: Annotated[float, Field(ge=6, le=300)] = Field(
+        10.0,
+        description="Seconds without a heartbeat before a worker's partitions go to another.",
+    )
+    kafka_heartbeat_interval: Annotated[float, Field(gt=0, le=100)] = Field(
+        3.0, description="Seconds between heartbeats; at most a third of the session timeout."
+    )
+
     # Worker
     app_id: str = Field(
         "preaviso", description="Faust app id: the consumer group and the table changelog prefix."
@@ -88,6 +96,16 @@ class Settings(BaseSettings):
         "preaviso.example.com", description="Domain of the deterministic Message-IDs."
     )
     company_name: str = Field("Example Appliances", description="Company named in the notices.")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Settings:
+        if self.kafka_heartbeat_interval * 3 > self.kafka_session_timeout:
+            raise ValueError(
+                f"PREAVISO_KAFKA_HEARTBEAT_INTERVAL ({self.kafka_heartbeat_interval:g}) must be "
+                f"at most a third of PREAVISO_KAFKA_SESSION_TIMEOUT "
+                f"({self.kafka_session_timeout:g}); lower the interval or raise the timeout"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

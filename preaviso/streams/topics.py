@@ -45,6 +45,33 @@ ALL_TOPICS = (
 )
 UPSTREAM_TOPICS = (CUSTOMERS, OWNERSHIPS, CHANGES)
 
+TABLES = ("customers", "owners", "issued", "delivered")
+"""The worker's tables; each is backed by a compacted changelog topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class InternalTopic:
+    """A topic Faust would otherwise create itself, late: created before the worker joins."""
+
+    name: str
+    partitions: int
+    compacted: bool
+
+
+def internal_topics(settings: Settings) -> list[InternalTopic]:
+    """Faust's changelogs (one per table) and its assignor topic, named as Faust names them.
+
+    Faust declares these only once it runs; a changelog declared just before the first
+    group assignment was seen with 0 partitions (``PartitionsMismatch`` for every
+    write to its table), so the project creates them up front like its own topics.
+    """
+    group = settings.topic(settings.app_id)
+    changelogs = [
+        InternalTopic(f"{group}-{table}-changelog", settings.partitions, compacted=True)
+        for table in TABLES
+    ]
+    return [*changelogs, InternalTopic(f"{group}-__assignor-__leader", 1, compacted=False)]
+
 
 class TopicMismatchError(RuntimeError):
     """An existing topic has a partition count that breaks co-partitioning."""
@@ -55,31 +82,39 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
     Every topic has ``settings.partitions`` partitions because the tables are joined
     with them by key: a different count silently sends a key to the wrong worker.
+    Faust's own topics (changelogs, assignor) are checked and created here too.
     """
+    wanted = [
+        InternalTopic(settings.topic(spec.name), settings.partitions, spec.compacted)
+        for spec in ALL_TOPICS
+    ] + internal_topics(settings)
     admin = await connect_admin(settings)
     try:
-        existing = await describe_partitions(admin, [settings.topic(t.name) for t in ALL_TOPICS])
-        counts = {name: len(ids) for name, ids in existing.items()}
-        wrong = {n: c for n, c in counts.items() if c != settings.partitions}
+        existing = await describe_partitions(admin, [w.name for w in wanted])
+        wrong = [
+            f"{w.name} has {len(existing[w.name])} (needs {w.partitions})"
+            for w in wanted
+            if w.name in existing and len(existing[w.name]) != w.partitions
+        ]
         if wrong:
-            listing = ", ".join(f"{n} has {c}" for n, c in sorted(wrong.items()))
             raise TopicMismatchError(
                 f"topics must have {settings.partitions} partitions (PREAVISO_PARTITIONS) but "
-                f"{listing}; set PREAVISO_PARTITIONS to match or use a new PREAVISO_TOPIC_PREFIX"
+                f"{', '.join(sorted(wrong))}; set PREAVISO_PARTITIONS to match or use a new "
+                "PREAVISO_TOPIC_PREFIX"
             )
-        missing = [t for t in ALL_TOPICS if settings.topic(t.name) not in counts]
+        missing = [w for w in wanted if w.name not in existing]
         if missing:
             await admin.create_topics(
                 [
                     NewTopic(
-                        settings.topic(t.name),
-                        settings.partitions,
+                        w.name,
+                        w.partitions,
                         settings.replication_factor,
-                        topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
+                        topic_configs={"cleanup.policy": "compact"} if w.compacted else {},
                     )
-                    for t in missing
+                    for w in missing
                 ]
             )
-        return [settings.topic(t.name) for t in missing]
+        return [w.name for w in missing]
     finally:
         await admin.close()
