@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 
 from preaviso.mail import SmtpTransport
 from preaviso.settings import Settings
@@ -24,6 +26,31 @@ async def preflight(settings: Settings) -> list[str]:
     return created
 
 
+STOP_DEADLINE = 25.0
+"""Seconds a stop signal may take before the worker exits anyway (the promise is 30)."""
+
+
+def exit_after(seconds: float) -> threading.Timer:
+    """Exit the process in ``seconds`` unless it ended before: a stop never hangs.
+
+    Safe for at-least-once: only offsets of handled records are ever committed, so a
+    record in the middle of its handling is read again by the next owner.
+    """
+
+    def overdue() -> None:
+        log.warning("worker did not stop within %gs; exiting now", seconds)
+        logging.shutdown()
+        os._exit(EXIT_OVERDUE)
+
+    timer = threading.Timer(seconds, overdue)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+EXIT_OVERDUE = 3
+
+
 def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     created = asyncio.run(preflight(settings))
     if created:
@@ -32,5 +59,16 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     pipe = create_app(settings)
     import faust
 
-    worker = faust.Worker(pipe.app, loglevel=loglevel, quiet=True, override_logging=True)
+    class Worker(faust.Worker):
+        """Faust's worker, with a deadline on stopping: SIGTERM ends it within 30 s."""
+
+        def _on_sigterm(self) -> None:
+            exit_after(STOP_DEADLINE)
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            exit_after(STOP_DEADLINE)
+            super()._on_sigint()
+
+    worker = Worker(pipe.app, loglevel=loglevel, quiet=True, override_logging=True)
     worker.execute_from_commandline()
