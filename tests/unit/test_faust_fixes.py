@@ -1,0 +1,139 @@
+"""The Faust fix: after table recovery, stream partitions are rewound while still paused.
+
+A fake consumer stands in for Faust's: while ``perform_seek`` is awaited, its
+fetcher keeps running, as Faust's does, and fetches from every partition that is
+active at that moment. What it fetches before the seek is stale: the fix must
+leave nothing of it to be processed, and resume the partitions only afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from faust.tables.recovery import Recovery
+
+from preaviso.settings import Settings
+from preaviso.streams import faust_fixes
+from preaviso.streams.app import create_app
+
+STREAM = ("x.impacts", 0)
+CHANGELOG = ("x.preaviso-issued-changelog", 0)
+
+
+class FakeConsumer:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.active: set[tuple[str, int]] = {CHANGELOG}
+        self.fetched_during_seek: set[tuple[str, int]] = set()
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {STREAM, CHANGELOG}
+
+    def resume_partitions(self, tps: set[tuple[str, int]]) -> None:
+        self.log.append("resume_partitions")
+        self.active |= set(tps)
+
+    async def perform_seek(self) -> None:
+        self.log.append("perform_seek")
+        for _ in range(3):  # the fetcher runs while the seek is awaited
+            self.fetched_during_seek |= self.active & {STREAM}
+            await asyncio.sleep(0)
+
+    def resume_flow(self) -> None:
+        self.log.append("resume_flow")
+
+
+async def noop(*_: Any) -> None:
+    return None
+
+
+def fake_recovery(log: list[str]) -> Any:
+    consumer = FakeConsumer(log)
+    app = SimpleNamespace(
+        consumer=consumer,
+        consumer_generation_id=7,
+        conf=SimpleNamespace(broker_request_timeout=5),
+        on_rebalance_complete=SimpleNamespace(send=noop),
+        flow_control=SimpleNamespace(resume=lambda: log.append("flow_control.resume")),
+        _fetcher=SimpleNamespace(maybe_start=noop),
+        assignor=SimpleNamespace(assigned_standbys=lambda: set()),
+        on_rebalance_end=lambda: None,
+    )
+
+    async def wait(coro: Any, timeout: float | None = None) -> None:
+        await coro
+
+    tables = SimpleNamespace(
+        values=lambda: [],
+        on_actives_ready=lambda: None,
+        on_standbys_ready=lambda: None,
+    )
+    return SimpleNamespace(
+        app=app,
+        tables=tables,
+        log=SimpleNamespace(info=lambda *a: None, warning=lambda *a: None, dev=lambda *a: None),
+        completed=asyncio.Event(),
+        actives_for_table={},
+        standbys_for_table={},
+        _set_recovery_ended=lambda: None,
+        _is_changelog_tp=lambda tp: tp == CHANGELOG,
+        _wait=wait,
+    )
+
+
+async def test_after_recovery_the_fix_seeks_before_it_resumes_the_stream_partitions() -> None:
+    log: list[str] = []
+    recovery = fake_recovery(log)
+
+    await faust_fixes.on_recovery_completed(recovery, generation_id=7)
+
+    assert log == ["perform_seek", "flow_control.resume", "resume_partitions", "resume_flow"]
+    assert recovery.app.consumer.fetched_during_seek == set()
+    assert STREAM in recovery.app.consumer.active
+    assert recovery.completed.is_set()
+
+
+async def test_with_nothing_to_restore_the_fix_also_seeks_first() -> None:
+    log: list[str] = []
+    recovery = fake_recovery(log)
+
+    await faust_fixes._resume_streams(recovery, generation_id=7)
+
+    assert log == ["perform_seek", "flow_control.resume", "resume_partitions", "resume_flow"]
+    assert recovery.app.consumer.fetched_during_seek == set()
+
+
+async def test_faust_own_order_fetches_stream_records_during_the_seek() -> None:
+    """The upstream bug, shown on faust-streaming as installed: when this fails, Faust
+    has changed its order and the fix (and docs/faust-recovery-bug.md) can go."""
+    log: list[str] = []
+    recovery = fake_recovery(log)
+    original = faust_fixes._ORIGINAL["on_recovery_completed"]
+
+    await original(recovery, generation_id=7)
+
+    assert log.index("resume_partitions") < log.index("perform_seek")
+    assert log.index("perform_seek") < log.index("flow_control.resume")
+    assert recovery.app.consumer.fetched_during_seek == {STREAM}
+
+
+async def test_a_newer_generation_stops_the_fixed_recovery_before_it_resumes() -> None:
+    log: list[str] = []
+    recovery = fake_recovery(log)
+
+    await faust_fixes.on_recovery_completed(recovery, generation_id=6)
+
+    assert log == []
+    assert not recovery.completed.is_set()
+
+
+def test_every_app_the_project_builds_runs_with_the_fix(tmp_path: Any) -> None:
+    faust_fixes.revert()
+    assert not faust_fixes.applied()
+
+    create_app(Settings(data_dir=tmp_path, store="memory://"), register_agents=False)
+
+    assert faust_fixes.applied()
+    assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
