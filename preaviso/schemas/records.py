@@ -14,6 +14,11 @@ from preaviso.schemas.events import Locale, PolicyKind
 
 NOTICE_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4d57-9a43-7e1c2b9d0a11")
 
+VALUE_PREVIEW_BYTES = 64 * 1024
+"""How much of the original value a dead letter keeps: enough to see what was wrong."""
+KEY_PREVIEW_BYTES = 4 * 1024
+"""How much of the original key a dead letter keeps; real keys are ids, far shorter."""
+
 
 def notice_id_for(event_id: str, customer_id: str) -> str:
     """Stable id of the notice one event owes one customer: the dedup and ledger key."""
@@ -95,7 +100,12 @@ class DeliveryReceipt(Event):
 
 
 class DeadLetter(Contract):
-    """A record a stage could not handle, kept whole with the reason."""
+    """A record a stage could not handle: where it is, a bounded copy of it, and why.
+
+    The copy is bounded so a dead letter always fits on the topic (a whole record
+    close to the broker's size limit, base64 in JSON, would not). ``topic``,
+    ``partition`` and ``offset`` say where to re-read the whole original.
+    """
 
     type: Literal["DeadLetter"] = "DeadLetter"
     stage: Line
@@ -104,8 +114,30 @@ class DeadLetter(Contract):
     partition: int
     offset: int
     key: str | None = Field(
-        default=None, description="Original key, base64; absent when it had none."
+        default=None,
+        description="Original key, base64 (only its first bytes when key_truncated); "
+        "absent when it had none.",
     )
-    value: str = Field(description="Original value bytes, base64.")
+    value: str = Field(
+        description="Original value bytes, base64: all of them, or only the first "
+        f"{VALUE_PREVIEW_BYTES} when value_truncated."
+    )
     failed_at: AwareDatetime
     error_type: Annotated[str, Field(max_length=200)]
+    key_size: int | None = Field(
+        default=None, ge=0, description="Length of the original key in bytes; absent if none."
+    )
+    key_truncated: bool = Field(
+        default=False, description=f"True when key holds only the first {KEY_PREVIEW_BYTES} bytes."
+    )
+    value_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Length of the original value in bytes; absent only in letters written "
+        "before this field existed, whose value is whole.",
+    )
+    value_truncated: bool = Field(
+        default=False,
+        description=f"True when value holds only the first {VALUE_PREVIEW_BYTES} bytes; "
+        "re-read the whole record from topic, partition and offset.",
+    )
