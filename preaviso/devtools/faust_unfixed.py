@@ -11,7 +11,7 @@ from preaviso.streams import faust_fixes
 
 def main() -> None:
     faust_fixes.revert()
-    faust_fixes.apply = lambda: None  # type: ignore[assignment]
+    faust_fixes.apply = lambda: None
     from preaviso.cli import main as cli
 
     cli()
