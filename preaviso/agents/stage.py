@@ -238,7 +238,19 @@ class StageLoop:
             await self.process(event)
 
     async def process(self, event: Any) -> None:
-        """Return once the record is done; raises nothing but cancellation."""
+        """Return once the record is done; raises nothing but cancellation.
+
+        Faust acks an event when its stream moves on, and also when the agent is
+        torn down in the middle of it (a stop, a crash): the stream's generator acks
+        in a ``finally``, and the stop commits it, so a notice half sent at a SIGTERM
+        was skipped for good. Holding a reference to the message until the record is
+        done makes that last ack a no-op: an interrupted record is never committed.
+        """
+        event.message.incref()
+        await self._process(event)
+        event.ack()  # drop our reference; the stream's own ack then completes it
+
+    async def _process(self, event: Any) -> None:
         self.outbox.origin = where(event)
         attempt = 0
         while True:

@@ -91,9 +91,27 @@ class FakeProducer:
         return [(key, value) for name, key, value in self.written if name == topic]
 
 
+class FakeMessage(SimpleNamespace):
+    """Faust's message refcount: the consumer may commit it only once it reaches 0."""
+
+    refcount = 1
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+
+class FakeEvent(SimpleNamespace):
+    acks = 0
+
+    def ack(self) -> bool:
+        self.acks += 1
+        self.message.refcount -= 1
+        return self.message.refcount == 0
+
+
 def record(offset: int, value: bytes = b"{}", key: bytes | None = b"C1") -> Any:
-    return SimpleNamespace(
-        message=SimpleNamespace(key=key, value=value, topic=SOURCE, partition=0, offset=offset)
+    return FakeEvent(
+        message=FakeMessage(key=key, value=value, topic=SOURCE, partition=0, offset=offset)
     )
 
 
@@ -402,3 +420,36 @@ async def test_stopping_the_worker_cancels_a_stage_stuck_on_its_dead_letter() ->
 
     assert "handle 1" not in stage_.history
     assert stage_.letters() == []
+
+
+# -- what Faust may commit ------------------------------------------------------------------
+
+
+async def test_a_record_is_released_for_commit_once_it_is_done() -> None:
+    stage_ = Harness(forward)
+    first, second = record(0), record(1)
+
+    await stage_.run(first, second)
+
+    assert (first.acks, first.message.refcount) == (1, 1)  # the stream's own ack ends it
+    assert first.ack() is True
+
+
+async def test_a_record_interrupted_by_a_stop_is_never_released_for_commit() -> None:
+    sending = asyncio.Event()
+
+    async def hang(outbox: Outbox, event: Any, call: int) -> None:
+        sending.set()
+        await asyncio.Event().wait()  # an SMTP send still waiting when the worker stops
+
+    stage_ = Harness(hang)
+    interrupted = record(0)
+    running = asyncio.ensure_future(stage_.loop.run(stream(interrupted)))
+    await sending.wait()
+
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert interrupted.acks == 0
+    assert interrupted.ack() is False  # Faust's ack on teardown leaves it uncommitted
