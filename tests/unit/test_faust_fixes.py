@@ -110,7 +110,7 @@ async def test_faust_own_order_fetches_stream_records_during_the_seek() -> None:
     has changed its order and the fix (and docs/faust-recovery-bug.md) can go."""
     log: list[str] = []
     recovery = fake_recovery(log)
-    original = faust_fixes._ORIGINAL["on_recovery_completed"]
+    original = faust_fixes._ORIGINAL[Recovery, "on_recovery_completed"]
 
     await original(recovery, generation_id=7)
 
