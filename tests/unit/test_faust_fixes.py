@@ -137,3 +137,94 @@ def test_every_app_the_project_builds_runs_with_the_fix(tmp_path: Any) -> None:
 
     assert faust_fixes.applied()
     assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
+
+
+class FakeFetcher:
+    """aiokafka's ``fetched_records``: waits for data, then reads an empty set as 'all'."""
+
+    def __init__(self, buffered: dict[tuple[str, int], list[int]]) -> None:
+        self.buffered = buffered
+        self.position = {tp: 0 for tp in buffered}
+
+    async def fetched_records(self, partitions: Any, timeout: float) -> dict[Any, list[int]]:
+        await asyncio.sleep(0)  # waits for new data; meanwhile Faust pauses partitions
+        drained = {
+            tp: offsets
+            for tp, offsets in self.buffered.items()
+            if not partitions or tp in partitions
+        }
+        for tp, offsets in drained.items():
+            self.position[tp] = offsets[-1] + 1  # handed out: the position moves on
+        return drained
+
+
+async def test_a_fetch_returns_only_partitions_active_when_it_was_asked_for(
+    monkeypatch: Any,
+) -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    fetcher = FakeFetcher({STREAM: [0, 1, 2], CHANGELOG: [40, 41]})
+    monkeypatch.setitem(
+        faust_fixes._ORIGINAL,
+        (AIOKafkaConsumerThread, "getmany"),
+        lambda self, active, timeout: fetcher.fetched_records(active, timeout),
+    )
+    active = {CHANGELOG}
+    fetching = asyncio.ensure_future(faust_fixes.getmany(None, active, 1.0))
+    await asyncio.sleep(0)
+    active.clear()  # recovery ends: the changelog partitions are paused
+
+    records = await fetching
+
+    assert set(records) == {CHANGELOG}
+    assert fetcher.position[STREAM] == 0  # the paused stream partition was not consumed
+
+
+async def test_faust_own_fetch_consumes_paused_partitions_when_the_set_empties() -> None:
+    """The upstream bug on the model: the same race with the live set hands out the
+    stream partition's records, which Faust then skips because it is paused."""
+    fetcher = FakeFetcher({STREAM: [0, 1, 2], CHANGELOG: [40, 41]})
+    active = {CHANGELOG}
+    fetching = asyncio.ensure_future(fetcher.fetched_records(active, 1.0))
+    await asyncio.sleep(0)
+    active.clear()
+
+    records = await fetching
+
+    assert STREAM in records
+    assert fetcher.position[STREAM] == 3
+
+
+class FakeAIOKafkaConsumer:
+    def __init__(self, committed: dict[tuple[str, int], int | None]) -> None:
+        self.committed = committed
+        self.sought: dict[tuple[str, int], int] = {}
+        self.to_beginning: list[tuple[str, int]] = []
+
+    async def seek_to_committed(self) -> dict[tuple[str, int], int | None]:
+        # aiokafka seeks only partitions whose committed offset is above 0
+        self.sought = {tp: off for tp, off in self.committed.items() if off and off > 0}
+        return dict(self.committed)
+
+    async def seek_to_beginning(self, *tps: tuple[str, int]) -> None:
+        self.to_beginning.extend(tps)
+
+
+async def test_a_seek_rewinds_never_committed_stream_partitions_to_the_start() -> None:
+    never, zero, five = ("x.notices", 0), ("x.notices", 1), ("x.notices", 2)
+    kafka = FakeAIOKafkaConsumer({never: None, zero: 0, five: 5, CHANGELOG: None})
+
+    async def call_thread(fun: Any) -> Any:
+        return await fun()
+
+    thread = SimpleNamespace(
+        _ensure_consumer=lambda: kafka,
+        consumer=SimpleNamespace(_is_changelog_tp=lambda tp: tp == CHANGELOG),
+        call_thread=call_thread,
+    )
+
+    committed = await faust_fixes.seek_to_committed(thread)
+
+    assert committed == {never: None, zero: 0, five: 5, CHANGELOG: None}
+    assert kafka.sought == {five: 5}
+    assert sorted(kafka.to_beginning) == [never, zero]
