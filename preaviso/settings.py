@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     smtp_timeout: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds for one SMTP command."
     )
+    smtp_retry_max_age: Annotated[float, Field(gt=0)] = Field(
+        86400.0,
+        description="Seconds a notice refused with 4xx is retried, from its first attempt; "
+        "then it gets a failed receipt.",
+    )
     mail_from: str = Field(
         "Preaviso <avisos@example.com>", description="From header of every notice."
     )

@@ -22,7 +22,7 @@ from preaviso.schemas.events import (
     PolicyChanged,
     ProductDiscontinued,
 )
-from preaviso.schemas.records import DeadLetter, DeliveryReceipt, Impact, Notice
+from preaviso.schemas.records import DeadLetter, DeliveryReceipt, Impact, Notice, ParkedNotice
 
 JsonSchemaMode = Literal["validation", "serialization"]
 
@@ -46,6 +46,7 @@ CONTRACTS: Final[tuple[tuple[type[BaseModel], JsonSchemaMode], ...]] = (
     (Impact, "serialization"),
     (Notice, "serialization"),
     (DeliveryReceipt, "serialization"),
+    (ParkedNotice, "serialization"),
     (DeadLetter, "serialization"),
 )
 

@@ -81,8 +81,11 @@ class Notice(Event):
 
 
 class DeliveryStatus(StrEnum):
+    """sent: the server took it; rejected: refused for good (5xx); failed: 4xx past the max age."""
+
     SENT = "sent"
     REJECTED = "rejected"
+    FAILED = "failed"
 
 
 class DeliveryReceipt(Event):
@@ -97,6 +100,23 @@ class DeliveryReceipt(Event):
     smtp_code: int
     smtp_reply: Text
     sent_at: AwareDatetime
+
+
+class ParkedNotice(Contract):
+    """A notice the SMTP server refused for now (4xx), waiting for its next attempt.
+
+    deliver writes it to ``notices-retry`` instead of holding up the notices behind
+    it; deliver-retry tries it again from ``not_before`` on, until it is sent,
+    rejected, or older than ``PREAVISO_SMTP_RETRY_MAX_AGE`` (then ``failed``).
+    """
+
+    type: Literal["ParkedNotice"] = "ParkedNotice"
+    notice: Notice
+    first_attempt_at: AwareDatetime = Field(description="When the first attempt started.")
+    attempts: Annotated[int, Field(ge=1)] = Field(description="Attempts made so far.")
+    not_before: AwareDatetime = Field(description="The next attempt starts no earlier.")
+    last_code: int = Field(description="The SMTP code of the last refusal (4xx).")
+    last_reply: Text = Field(description="The server's text with that code.")
 
 
 class DeadLetter(Contract):

@@ -28,6 +28,7 @@ DISCONTINUED_SKUS = TopicSpec("discontinued-skus", "sku", "ProductDiscontinued, 
 POLICY_FANOUT = TopicSpec("policy-fanout", "none: one copy per partition", "PolicyChanged")
 IMPACTS = TopicSpec("impacts", "customer_id", "Impact")
 NOTICES = TopicSpec("notices", "customer_id", "Notice (rendered MIME)")
+NOTICES_RETRY = TopicSpec("notices-retry", "customer_id", "ParkedNotice (a notice after a 4xx)")
 RECEIPTS = TopicSpec("receipts", "customer_id", "DeliveryReceipt")
 DEAD_LETTERS = TopicSpec("dead-letters", "original key", "DeadLetter")
 
@@ -40,6 +41,7 @@ ALL_TOPICS = (
     POLICY_FANOUT,
     IMPACTS,
     NOTICES,
+    NOTICES_RETRY,
     RECEIPTS,
     DEAD_LETTERS,
 )
