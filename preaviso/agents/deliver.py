@@ -1,27 +1,45 @@
-"""Deliver stage: send notices over pooled SMTP connections, record a receipt for each."""
+"""Deliver stages: send notices over pooled SMTP connections, record a receipt for each.
+
+deliver (topic ``notices``) tries each notice once. A temporary refusal (4xx) is
+the one notice's trouble, so it must not hold up the notices behind it: deliver
+parks the notice on ``notices-retry`` (with the time of its first attempt) and
+moves on. deliver-retry (topic ``notices-retry``) waits until a parked notice is
+due, tries it again, and parks it again, until it is sent (``sent`` receipt),
+refused for good (5xx: ``rejected``) or older than ``PREAVISO_SMTP_RETRY_MAX_AGE``
+(``failed``). Every attempt is preceded by a look at the ``delivered`` ledger, so
+parking never sends a notice twice.
+
+An unreachable server, a timeout or refused credentials are the server's trouble,
+not one notice's: both stages then wait with the notice in hand (nothing acked)
+and try it again, for as long as it takes, but let go of it when the worker stops.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import mode
 
-from preaviso.agents import ledger
+from preaviso.agents import hold, ledger
 from preaviso.agents.stage import EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
     SmtpPermanentError,
+    SmtpReplyError,
     SmtpTemporaryError,
     SmtpTimeoutError,
     SmtpTransport,
     SmtpUnreachableError,
     Transport,
+    TransportError,
 )
-from preaviso.schemas.records import DeliveryReceipt, DeliveryStatus, Notice
+from preaviso.schemas.records import DeliveryReceipt, DeliveryStatus, Notice, ParkedNotice
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -29,15 +47,41 @@ from preaviso.streams.codecs import decode, encode, sender_address
 
 log = logging.getLogger("preaviso.deliver")
 
-TEMPORARY_ATTEMPTS = 5
+OUTAGE_MAX_DELAY = 30.0
+"""Longest wait between two tries while the SMTP server cannot be used."""
+RETRY_FIRST_DELAY = 1.0
+"""Wait after a notice's first 4xx; it doubles with every further 4xx."""
+RETRY_MAX_DELAY = 60.0
+"""Longest wait between two tries of a parked notice.
+
+deliver-retry waits for parked notices in turn, so one due later holds up those
+behind it for at most this long.
+"""
+REPLY_CHARS = 4000
+
+Pause = Callable[[float], Awaitable[bool]]
+"""Sleep that many seconds; False if the worker stops (or rebalances) meanwhile."""
 
 
-def backoff(attempt: int, cap: float = 30.0) -> float:
+def backoff(attempt: int, cap: float = OUTAGE_MAX_DELAY) -> float:
     """Exponential backoff with full jitter, so retries from many notices do not align."""
     return random.uniform(0, min(cap, 0.5 * 2**attempt))
 
 
-def receipt_for(notice: Notice, status: DeliveryStatus, code: int, reply: str) -> DeliveryReceipt:
+def retry_delay(attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds from the 4xx of attempt number ``attempts`` to the next attempt.
+
+    1 s after the first, doubling up to ``RETRY_MAX_DELAY``; half of it fixed and
+    half random ("equal jitter"), so parked notices do not come back all at once,
+    and none comes back at once.
+    """
+    base = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2.0 ** min(max(attempts, 1) - 1, 16))
+    return base / 2 + (rng or random).uniform(0, base / 2)
+
+
+def receipt_for(
+    notice: Notice, status: DeliveryStatus, code: int, reply: str, at: datetime | None = None
+) -> DeliveryReceipt:
     return DeliveryReceipt(
         notice_id=notice.notice_id,
         customer_id=notice.customer_id,
@@ -45,21 +89,64 @@ def receipt_for(notice: Notice, status: DeliveryStatus, code: int, reply: str) -
         recipient=notice.recipient,
         status=status,
         smtp_code=code,
-        smtp_reply=reply[:4000],
-        sent_at=datetime.now(UTC),
+        smtp_reply=reply[:REPLY_CHARS],
+        sent_at=at or datetime.now(UTC),
         source="preaviso",
     )
 
 
-async def send_notice(transport: Transport, settings: Settings, notice: Notice) -> DeliveryReceipt:
-    """Send one notice; wait out an unreachable server, give up on repeated 4xx, record 5xx.
+def after_refusal(
+    notice: Notice,
+    refusal: SmtpReplyError,
+    *,
+    first_attempt_at: datetime,
+    attempts: int,
+    now: datetime,
+    max_age: float,
+    rng: random.Random | None = None,
+) -> ParkedNotice | DeliveryReceipt:
+    """What follows a 4xx on attempt number ``attempts``: park the notice, or give up.
 
-    While the server is unreachable nothing is acked, so nothing is lost: the
-    stage simply waits. A 5xx is an answer, kept as a ``rejected`` receipt.
+    The limit is the notice's age, counted from its first attempt, not a number of
+    tries: once ``max_age`` seconds have passed, the last refusal is final and the
+    notice gets a ``failed`` receipt. The next attempt is never due later than that
+    moment, so the last one is made right at the limit.
+    """
+    if (now - first_attempt_at).total_seconds() >= max_age:
+        return receipt_for(notice, DeliveryStatus.FAILED, refusal.code, refusal.reply, now)
+    due = now + timedelta(seconds=retry_delay(attempts, rng))
+    return ParkedNotice(
+        notice=notice,
+        first_attempt_at=first_attempt_at,
+        attempts=attempts,
+        not_before=min(due, first_attempt_at + timedelta(seconds=max_age)),
+        last_code=refusal.code,
+        last_reply=refusal.reply[:REPLY_CHARS],
+    )
+
+
+class Interrupted(Exception):
+    """The worker stops or rebalances while a notice waits for the SMTP server."""
+
+
+async def _sleep(seconds: float) -> bool:
+    await asyncio.sleep(seconds)
+    return True
+
+
+async def send_notice(
+    transport: Transport, settings: Settings, notice: Notice, pause: Pause = _sleep
+) -> DeliveryReceipt:
+    """Try one notice: a ``sent`` receipt, or ``rejected`` for a 5xx; a 4xx is raised.
+
+    ``SmtpTemporaryError`` (4xx) is for the caller to park. While the server
+    cannot be used (unreachable, timing out, refusing the credentials) the same
+    notice is tried again with backoff, for as long as it takes: the stage holds
+    it unacked, so it is not lost. ``pause`` does the waiting; when it says the
+    worker stops, ``Interrupted`` is raised. Cancellation is never caught.
     """
     sender = sender_address(settings.mail_from)
     attempt = 0
-    temporary = 0
     while True:
         try:
             reply = await transport.send(sender, [notice.recipient], notice.mime.encode("ascii"))
@@ -67,35 +154,125 @@ async def send_notice(transport: Transport, settings: Settings, notice: Notice) 
         except SmtpPermanentError as exc:
             return receipt_for(notice, DeliveryStatus.REJECTED, exc.code, exc.reply)
         except SmtpTemporaryError:
-            temporary += 1
-            if temporary >= TEMPORARY_ATTEMPTS:
-                raise
+            raise
         except (SmtpUnreachableError, SmtpTimeoutError, SmtpAuthenticationError) as exc:
             # The server, not this notice, is at fault: wait for it rather than give up.
             log.warning("SMTP not usable, retrying: %s", exc)
+        except TransportError as exc:  # only a closed transport is left: the worker stops
+            raise Interrupted(str(exc)) from exc
         attempt += 1
-        await asyncio.sleep(backoff(min(attempt, 10)))
+        if not await pause(backoff(min(attempt, 10))):
+            raise Interrupted("the worker stops while the SMTP server cannot be used")
+
+
+class OneAtATime:
+    """Notice ids being sent right now, so deliver and deliver-retry never send one together.
+
+    Both stages run in the same worker for a partition, and both look at the
+    ledger first; this closes the gap between that look and the ledger write.
+    (Two copies of one notice in flight only happen after a crash: the original
+    re-read while its parked copy is retried.)
+    """
+
+    def __init__(self, pause: Pause) -> None:
+        self._pause = pause
+        self._busy: set[str] = set()
+
+    @asynccontextmanager
+    async def only(self, notice_id: str) -> AsyncIterator[None]:
+        while notice_id in self._busy:
+            if not await self._pause(hold.FLOW_POLL):
+                raise Interrupted("the worker stops while the other stage sends this notice")
+        self._busy.add(notice_id)
+        try:
+            yield
+        finally:
+            self._busy.discard(notice_id)
 
 
 def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     delivered = pipe.tables["delivered"]
     settings = pipe.settings
+    app = pipe.app
     smtp: Transport = transport or SmtpTransport.from_settings(settings)
 
-    def deliver(outbox: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
-            notice = decode(Notice, event.message.value)
-            key = notice.customer_id.encode()
+    async def pause(seconds: float) -> bool:
+        return await hold.pause(app, seconds)
+
+    sending = OneAtATime(pause)
+
+    async def attempt(
+        outbox: Outbox, event: Any, notice: Notice, first_attempt_at: datetime, attempts: int
+    ) -> None:
+        """Try the notice unless the ledger has it; then a receipt, or park it again."""
+        key = notice.customer_id.encode()
+        async with sending.only(notice.notice_id):
             if ledger.contains(delivered, key, notice.notice_id):
-                return  # sent before a restart re-read it: do not send twice
-            receipt = await send_notice(smtp, settings, notice)
+                return  # sent or settled before (a restart re-read it): not twice
+            try:
+                receipt = await send_notice(smtp, settings, notice, pause)
+            except SmtpTemporaryError as refusal:
+                outcome = after_refusal(
+                    notice,
+                    refusal,
+                    first_attempt_at=first_attempt_at,
+                    attempts=attempts,
+                    now=datetime.now(UTC),
+                    max_age=settings.smtp_retry_max_age,
+                )
+                if isinstance(outcome, ParkedNotice):
+                    log.info(
+                        "notice %s refused %d on attempt %d; parked until %s",
+                        notice.notice_id,
+                        refusal.code,
+                        attempts,
+                        outcome.not_before.isoformat(timespec="seconds"),
+                    )
+                    # Same partition as the notice: co-partitioned with the ledger.
+                    await outbox.send(
+                        t.NOTICES_RETRY, key, encode(outcome), event.message.partition
+                    )
+                    return  # written before this record is acked (the stage flushes)
+                log.warning(
+                    "notice %s refused %d on attempt %d, %.0fs after the first: failed",
+                    notice.notice_id,
+                    refusal.code,
+                    attempts,
+                    (outcome.sent_at - first_attempt_at).total_seconds(),
+                )
+                receipt = outcome
             await outbox.send(t.RECEIPTS, key, encode(receipt))
             await outbox.flush()  # the receipt is the proof: hold it before the ledger
             ledger.add(delivered, key, notice.notice_id)
 
+    def deliver(outbox: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            notice = decode(Notice, event.message.value)
+            try:
+                await attempt(outbox, event, notice, datetime.now(UTC), 1)
+            except Interrupted:
+                await hold.let_go(app, event)
+
+        return handle
+
+    def deliver_retry(outbox: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            parked = decode(ParkedNotice, event.message.value)
+            notice = parked.notice
+            if ledger.contains(delivered, notice.customer_id.encode(), notice.notice_id):
+                return  # done meanwhile (a copy of it was sent): no need to wait
+            wait = (parked.not_before - datetime.now(UTC)).total_seconds()
+            try:
+                if not await pause(min(wait, RETRY_MAX_DELAY)):
+                    raise Interrupted("the worker stops while a parked notice waits")
+                await attempt(outbox, event, notice, parked.first_attempt_at, parked.attempts + 1)
+            except Interrupted:
+                await hold.let_go(app, event)
+
         return handle
 
     run_stage(pipe, t.NOTICES, "deliver", deliver)
+    run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry)
 
     class SmtpPool(mode.Service):
         """Closes the pooled SMTP connections when the worker stops."""

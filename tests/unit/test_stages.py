@@ -85,24 +85,16 @@ async def test_a_5xx_is_an_answer_kept_as_a_rejected_receipt() -> None:
     assert transport.sent == []
 
 
-async def test_a_passing_4xx_is_retried_until_sent() -> None:
+async def test_a_4xx_is_raised_at_once_for_the_stage_to_park_the_notice() -> None:
     transport = MemoryTransport()
     notice = a_notice()
-    transport.fail(notice.recipient, 451, "4.3.0 Try later", times=2)
+    transport.fail(notice.recipient, 451, "4.3.0 Try later", times=1)
 
-    receipt = await send_notice(transport, SETTINGS, notice)
-
-    assert receipt.status is DeliveryStatus.SENT
-    assert len(transport.sent) == 1
-
-
-async def test_a_lasting_4xx_gives_up_so_the_stage_dead_letters_it() -> None:
-    transport = MemoryTransport()
-    notice = a_notice()
-    transport.fail(notice.recipient, 452, "4.2.2 Mailbox full")
-
-    with pytest.raises(SmtpTemporaryError):
+    with pytest.raises(SmtpTemporaryError) as refused:
         await send_notice(transport, SETTINGS, notice)
+
+    assert (refused.value.code, refused.value.reply) == (451, "4.3.0 Try later")
+    assert transport.sent == []  # not tried again here: the next try is deliver-retry's
 
 
 async def test_an_unreachable_server_is_waited_for_not_given_up_on() -> None:
