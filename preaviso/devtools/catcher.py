@@ -95,10 +95,11 @@ async def serve(
     *,
     port_file: Path | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
+    handler: EmlWriter | None = None,
 ) -> None:
-    """Run the catcher until SIGTERM or SIGINT."""
+    """Run the catcher (or another ``EmlWriter``, e.g. a faulty one) until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    handler = EmlWriter(out_dir)
+    handler = handler or EmlWriter(out_dir)
 
     def protocol() -> SMTP:
         return SMTP(
@@ -186,19 +187,7 @@ class CatcherProcess:
         # A file, not a pipe: it can never fill up and block the child. Closed by stop().
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "preaviso.devtools.catcher",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--out",
-                str(self.out_dir),
-                "--port-file",
-                str(port_file),
-            ],
+            self._command(port_file),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -215,6 +204,22 @@ class CatcherProcess:
             time.sleep(0.02)
         self.port = int(port_file.read_text())
         return self.host, self.port
+
+    def _command(self, port_file: Path) -> list[str]:
+        """The child's command line; a subclass may run another server module."""
+        return [
+            sys.executable,
+            "-m",
+            "preaviso.devtools.catcher",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--out",
+            str(self.out_dir),
+            "--port-file",
+            str(port_file),
+        ]
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 5 seconds; returns the exit code (0: clean stop)."""
