@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
     smtp_retry_max_age: Annotated[float, Field(gt=0)] = Field(
         86400.0,
-        description="Seconds a notice refused with 4xx is retried, from its first attempt; "
+        description="Seconds a notice refused with 4xx is retried, from its first refusal; "
         "then it gets a failed receipt.",
     )
     mail_from: str = Field(

@@ -202,9 +202,15 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     sending = OneAtATime(pause)
 
     async def attempt(
-        outbox: Outbox, event: Any, notice: Notice, first_attempt_at: datetime, attempts: int
+        outbox: Outbox, event: Any, notice: Notice, first_attempt_at: datetime | None, attempts: int
     ) -> None:
-        """Try the notice unless the ledger has it; then a receipt, or park it again."""
+        """Try the notice unless the ledger has it; then a receipt, or park it (again).
+
+        ``first_attempt_at`` is None on the first attempt: its time is then that of
+        the server's answer, so an outage waited out before it does not count
+        against the notice's age (after a long outage, greylisting must not fail
+        every notice at once).
+        """
         key = notice.customer_id.encode()
         async with sending.only(notice.notice_id):
             if ledger.contains(delivered, key, notice.notice_id):
@@ -212,12 +218,14 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             try:
                 receipt = await send_notice(smtp, settings, notice, pause)
             except SmtpTemporaryError as refusal:
+                now = datetime.now(UTC)
+                first = first_attempt_at or now
                 outcome = after_refusal(
                     notice,
                     refusal,
-                    first_attempt_at=first_attempt_at,
+                    first_attempt_at=first,
                     attempts=attempts,
-                    now=datetime.now(UTC),
+                    now=now,
                     max_age=settings.smtp_retry_max_age,
                 )
                 if isinstance(outcome, ParkedNotice):
@@ -238,7 +246,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                     notice.notice_id,
                     refusal.code,
                     attempts,
-                    (outcome.sent_at - first_attempt_at).total_seconds(),
+                    (outcome.sent_at - first).total_seconds(),
                 )
                 receipt = outcome
             await outbox.send(t.RECEIPTS, key, encode(receipt))
@@ -249,7 +257,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         async def handle(event: Any) -> None:
             notice = decode(Notice, event.message.value)
             try:
-                await attempt(outbox, event, notice, datetime.now(UTC), 1)
+                await attempt(outbox, event, notice, None, 1)
             except Interrupted:
                 await hold.let_go(app, event)
 

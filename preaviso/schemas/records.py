@@ -112,7 +112,9 @@ class ParkedNotice(Contract):
 
     type: Literal["ParkedNotice"] = "ParkedNotice"
     notice: Notice
-    first_attempt_at: AwareDatetime = Field(description="When the first attempt started.")
+    first_attempt_at: AwareDatetime = Field(
+        description="When the server first answered it (its first 4xx): the age counts from here."
+    )
     attempts: Annotated[int, Field(ge=1)] = Field(description="Attempts made so far.")
     not_before: AwareDatetime = Field(description="The next attempt starts no earlier.")
     last_code: int = Field(description="The SMTP code of the last refusal (4xx).")
