@@ -1,0 +1,630 @@
+"""Faults on purpose: kill, stop and restart workers while notices go out, then count.
+
+Shared by the reliability tests (``tests/integration/test_reliability.py``) and the
+soak bench (``bench/soak_reliability.py``). A ``Rig`` runs named worker processes
+against one broker and one mail catcher. ``run_cycle`` publishes one change, fires
+``Step`` s (kill -9, SIGTERM, start with the kept or an empty data dir) when a given
+share of the change's mails has reached the catcher, waits for every mail, for the
+group's lag to return to zero and for a settle time, and then counts, per
+Message-ID, the mails at the catcher and the receipts on the ``receipts`` topic.
+
+What a change must produce (Message-ID -> customer_id) is given by the caller, from
+a reference written apart from the code under test (``tests/oracle.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from preaviso.devtools.worker import WorkerProcess
+from preaviso.publish import publish
+from preaviso.schemas.events import PolicyChanged, PolicyKind, PolicyScope, UpstreamEvent
+from preaviso.settings import Settings
+from preaviso.streams import topics as t
+from preaviso.streams.kafka import client_options, connect_admin, partition_ids
+from preaviso.streams.lag import end_offsets
+
+__all__ = [
+    "CONSUMED_TOPICS",
+    "CycleReport",
+    "MailBox",
+    "Rig",
+    "Step",
+    "chaos_plan",
+    "partition_lag",
+    "policy_for_everyone",
+    "read_records",
+    "run_chaos",
+    "run_cycle",
+    "with_session_timeout",
+]
+
+Op = Literal["kill", "stop", "start"]
+Expect = Callable[[UpstreamEvent], Mapping[str, str]]
+
+SETTLE_SECONDS = 5.0
+"""After the last expected mail, how long late duplicates get to show up."""
+
+CONSUMED_TOPICS = tuple(s for s in t.ALL_TOPICS if s not in (t.RECEIPTS, t.DEAD_LETTERS))
+"""Every topic the worker group reads: its lag must return to zero after each fault."""
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]+)>", re.IGNORECASE | re.MULTILINE)
+
+
+def with_session_timeout(settings: Settings, seconds: float, heartbeat: float) -> Settings:
+    """``settings`` with another Kafka session timeout, if this worker version has one.
+
+    Older workers have no such setting and run with Faust's 60 s session timeout: a
+    killed worker's partitions then wait that long for their next owner.
+    """
+    if not hasattr(settings, "kafka_session_timeout"):
+        return settings
+    return settings.model_copy(
+        update={"kafka_session_timeout": seconds, "kafka_heartbeat_interval": heartbeat}
+    )
+
+
+def policy_for_everyone(event_id: str, policy_id: str | None = None) -> PolicyChanged:
+    """A policy change for all customers: every customer in the directory is owed a notice."""
+    return PolicyChanged(
+        event_id=event_id,
+        source="reliability-tests",
+        policy_id=policy_id or event_id,
+        kind=PolicyKind.BUSINESS_HOURS,
+        title="Nuevo horario de atención",
+        scope=PolicyScope(all_customers=True),
+        old_terms="De lunes a viernes, de 9 a 18 h.",
+        new_terms="De lunes a sábado, de 8 a 20 h.",
+        effective_date=date(2027, 5, 1),
+        required_notice_days=30,
+    )
+
+
+# -- what arrived ---------------------------------------------------------------------
+
+
+class MailBox:
+    """The catcher's directory, read incrementally: each mail file is read once."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._files: dict[str, tuple[str, float]] = {}  # file name -> (Message-ID, mtime)
+
+    def scan(self) -> None:
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            name = path.name
+            if name in self._files or name.startswith(".") or not name.endswith(".eml"):
+                continue
+            content = path.read_bytes()
+            end = content.find(b"\r\n\r\n")
+            match = _MESSAGE_ID.search(content, 0, end if end >= 0 else len(content))
+            message_id = match[1].decode("ascii", "replace") if match else "(no Message-ID)"
+            self._files[name] = (message_id, path.stat().st_mtime)
+
+    def counts(self) -> Counter[str]:
+        """How many mails the catcher holds per Message-ID (without angle brackets)."""
+        return Counter(message_id for message_id, _ in self._files.values())
+
+    def first_after(self, wall: float, among: Iterable[str]) -> float | None:
+        """The earliest arrival (wall clock) after ``wall`` of a mail with one of ``among``."""
+        wanted = set(among)
+        times = [m for i, m in self._files.values() if m > wall and i in wanted]
+        return min(times, default=None)
+
+    def last_arrival(self, among: Iterable[str]) -> float | None:
+        wanted = set(among)
+        return max((m for i, m in self._files.values() if i in wanted), default=None)
+
+
+Located = tuple[int, int, dict[str, Any]]  # partition, offset, the decoded record
+
+
+async def _read_records(settings: Settings, name: str) -> list[Located]:
+    topic = settings.topic(name)
+    found = await partition_ids(settings, [topic])
+    if topic not in found:
+        return []
+    tps = [TopicPartition(topic, p) for p in found[topic]]
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Located] = []
+        deadline = time.monotonic() + 60
+        while True:
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within 60 s")
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend((m.partition, m.offset, json.loads(m.value)) for m in messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def read_records(settings: Settings, name: str) -> list[Located]:
+    """Every record of a topic, decoded from JSON, read up to its current end."""
+    return asyncio.run(_read_records(settings, name))
+
+
+async def _committed(settings: Settings) -> dict[tuple[str, int], int]:
+    admin = await connect_admin(settings)
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+
+
+async def _partition_lag(settings: Settings, names: Sequence[str]) -> dict[str, int]:
+    ends = await end_offsets(settings, list(names))
+    admin = await connect_admin(settings)
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
+    finally:
+        await admin.close()
+    lag: dict[str, int] = {}
+    for tp, end in sorted(ends.items()):
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        if end > done:
+            lag[f"{tp.topic.removeprefix(settings.topic_prefix)}[{tp.partition}]"] = end - done
+    return lag
+
+
+def partition_lag(settings: Settings) -> dict[str, int]:
+    """Records the group has not committed yet, per partition that has any (``impacts[2]``)."""
+    names = [settings.topic(s.name) for s in CONSUMED_TOPICS]
+    try:
+        return asyncio.run(_partition_lag(settings, names))
+    except Exception as exc:  # a coordinator moving or loading: ask again later
+        return {f"(lag unknown: {type(exc).__name__})": -1}
+
+
+# -- the workers ----------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    name: str
+    data_dir: Path
+    incarnations: int = 0
+    process: WorkerProcess | None = None
+
+
+class Rig:
+    """Named worker processes (same settings, same group, each its own data dir)."""
+
+    def __init__(self, settings: Settings, root: Path, mail_dir: Path) -> None:
+        self.settings = settings
+        self.root = root
+        self.mail = MailBox(mail_dir)
+        self.owed: dict[str, str] = {}  # every Message-ID any cycle expected -> customer_id
+        self.faults = 0  # kills and graceful stops so far
+        self.dead_letters_seen = 0
+        self._slots: dict[str, _Slot] = {}
+
+    def log_path(self, name: str) -> Path:
+        return self.root / f"worker-{name}.log"
+
+    def start(self, name: str, *, empty_data: bool = False) -> WorkerProcess:
+        """Start worker ``name``: with its previous data dir, or a new empty one."""
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = self._slots[name] = _Slot(name, self.root / "data" / f"{name}-0")
+        if slot.process is not None and slot.process.alive():
+            raise RuntimeError(f"worker {name} is already running")
+        slot.incarnations += 1
+        if empty_data and slot.incarnations > 1:
+            old = slot.data_dir
+            slot.data_dir = self.root / "data" / f"{name}-{slot.incarnations}"
+            shutil.rmtree(old, ignore_errors=True)
+        log = self.log_path(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            state = "empty" if not slot.data_dir.exists() else "kept"
+            f.write(f"\n===== start #{slot.incarnations} of {name}, {state} {slot.data_dir}\n")
+        settings = self.settings.model_copy(update={"data_dir": slot.data_dir})
+        slot.process = WorkerProcess(settings, log).start()
+        return slot.process
+
+    def kill(self, name: str) -> None:
+        self.faults += 1
+        self._process(name).kill()
+        self._note(name, "killed (SIGKILL)")
+
+    def stop(self, name: str) -> None:
+        self.faults += 1
+        code = self._process(name).stop()
+        self._note(name, f"stopped (SIGTERM), exit code {code}")
+
+    def alive(self) -> list[str]:
+        return [n for n, s in self._slots.items() if s.process is not None and s.process.alive()]
+
+    def crashed(self) -> list[str]:
+        """Workers that should be running but exited on their own."""
+        return [
+            n for n, s in self._slots.items() if s.process is not None and not s.process.alive()
+        ]
+
+    def close(self) -> None:
+        for slot in self._slots.values():
+            if slot.process is not None:
+                slot.process.kill()
+                slot.process = None
+
+    def log_tails(self, lines: int = 25) -> str:
+        parts = []
+        for name in self._slots:
+            try:
+                text = self.log_path(name).read_text(errors="replace").splitlines()
+            except OSError:
+                text = ["(no log)"]
+            alarms = [x for x in text if "[WARNING]" in x or "[ERROR]" in x or "=====" in x]
+            parts.append(f"--- worker {name} ({self.log_path(name)}): starts, stops, warnings ---")
+            parts.extend(alarms[-15:])
+            parts.append(f"--- worker {name}: last {lines} lines ---")
+            parts.extend(text[-lines:])
+        return "\n".join(parts)
+
+    def publish(self, events: Sequence[UpstreamEvent]) -> None:
+        asyncio.run(publish(self.settings, events))
+
+    def wait_idle(self, specs: Iterable[t.TopicSpec], within: float) -> dict[str, int]:
+        """Wait until the group's lag on ``specs`` is zero; returns what is left on timeout."""
+        names = {s.name for s in specs}
+        deadline = time.monotonic() + within
+        while True:
+            lag = {
+                k: v
+                for k, v in partition_lag(self.settings).items()
+                if k.split("[")[0] in names or k.startswith("(")
+            }
+            if not lag or time.monotonic() > deadline:
+                return lag
+            time.sleep(0.5)
+
+    def load_directory(self, events: Sequence[UpstreamEvent], within: float = 120.0) -> None:
+        """Publish the directory (if given) and wait until the group has read it all."""
+        if events:
+            self.publish(events)
+        left = self.wait_idle((t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU), within)
+        if left:
+            raise AssertionError(
+                f"the directory was not loaded within {within:g}s: {left}\n{self.log_tails()}"
+            )
+
+    def duplicates_in_all(self) -> tuple[int, int]:
+        """Extra mails over every Message-ID owed so far, and the bound all faults allow."""
+        self.mail.scan()
+        extra = sum(n - 1 for m, n in self.mail.counts().items() if m in self.owed and n > 1)
+        return extra, self.faults * self.settings.smtp_connections
+
+    def _process(self, name: str) -> WorkerProcess:
+        slot = self._slots[name]
+        if slot.process is None:
+            raise RuntimeError(f"worker {name} is not running")
+        return slot.process
+
+    def _note(self, name: str, what: str) -> None:
+        self._slots[name].process = None
+        with self.log_path(name).open("a") as f:
+            f.write(f"===== {name} {what}\n")
+
+
+# -- one change, with faults ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """Do ``op`` to worker ``worker`` once ``at`` (0..1) of the change's mails arrived."""
+
+    at: float
+    op: Op
+    worker: str
+    empty_data: bool = False  # for "start": a new, empty data dir (tables from changelogs)
+    pause: float = 0.0  # seconds to wait once ``at`` is reached
+
+    def __str__(self) -> str:
+        what = {"kill": "kill -9", "stop": "SIGTERM", "start": "start"}[self.op]
+        data = ""
+        if self.op == "start":
+            data = " (empty data dir)" if self.empty_data else " (kept data dir)"
+        pause = f" +{self.pause:g}s" if self.pause else ""
+        return f"{what} {self.worker}{data} at {self.at:.0%}{pause}"
+
+
+@dataclass
+class Fired:
+    step: Step
+    delivered: int  # the change's distinct mails at the catcher when the step ran
+    wall: float  # when it ran (time.time())
+    first_mail_s: float | None = None  # "start": seconds to the next mail of the change
+
+
+@dataclass
+class CycleReport:
+    """What one change produced, counted after the settle time."""
+
+    name: str
+    expected: int
+    delivered: int = 0
+    missing: list[str] = field(default_factory=list)  # customer ids with no mail
+    lost: int = 0  # missing, and the group committed past their notice: never coming
+    stuck: int = 0  # missing, their notice waits behind the group's committed offset
+    duplicates: int = 0  # mails beyond the first, per expected Message-ID
+    unexpected: int = 0  # mails (whole catcher) whose Message-ID no change owed
+    receipts: int = 0
+    receipts_missing: list[str] = field(default_factory=list)
+    receipt_duplicates: int = 0
+    receipts_not_sent: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    lag: dict[str, int] = field(default_factory=dict)  # left when the lag wait gave up
+    crashed: list[str] = field(default_factory=list)
+    fired: list[Fired] = field(default_factory=list)
+    faults: int = 0
+    duplicate_bound: int = 0
+    seconds: float = 0.0  # publish to the end of the settle time
+    all_in_s: float | None = None  # publish to the last expected mail
+    timed_out: bool = False
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.missing:
+            found.append(
+                f"{len(self.missing)} of {self.expected} notices never arrived: {self.lost} "
+                f"lost (the group committed past their notice), {self.stuck} stuck (notice "
+                f"not committed yet), {len(self.missing) - self.lost - self.stuck} with no "
+                "notice on the notices topic"
+            )
+        if self.duplicates > self.duplicate_bound:
+            found.append(
+                f"{self.duplicates} duplicate mails, more than {self.duplicate_bound} "
+                f"({self.faults} fault(s) x SMTP connections)"
+            )
+        if self.unexpected:
+            found.append(f"{self.unexpected} mails that no change owed")
+        if self.receipts_missing:
+            found.append(f"{len(self.receipts_missing)} notices without a receipt")
+        if self.receipt_duplicates > self.duplicate_bound:
+            found.append(
+                f"{self.receipt_duplicates} duplicate receipts, more than {self.duplicate_bound}"
+            )
+        if self.receipts_not_sent:
+            found.append(f"{self.receipts_not_sent} receipts not 'sent'")
+        if self.dead_letters:
+            found.append(f"dead letters: {dict(self.dead_letters)}")
+        if self.lag:
+            found.append(f"stalled partitions (group lag): {self.lag}")
+        if self.crashed:
+            found.append(f"workers exited by themselves: {self.crashed}")
+        return found
+
+    def summary(self) -> str:
+        resume = ", ".join(
+            f"{f.first_mail_s:.1f}s" if f.first_mail_s is not None else "never"
+            for f in self.fired
+            if f.step.op == "start"
+        )
+        faults = "; ".join(f"{f.step} (fired at {f.delivered}/{self.expected})" for f in self.fired)
+        return (
+            f"{self.name}: delivered {self.delivered}/{self.expected}, "
+            f"missing {len(self.missing)} (lost {self.lost}, stuck {self.stuck}), "
+            f"duplicates {self.duplicates} "
+            f"(receipts: {self.receipts}, missing {len(self.receipts_missing)}, "
+            f"duplicates {self.receipt_duplicates}), "
+            f"restart->first new mail {resume or '-'}, all in "
+            f"{'never' if self.all_in_s is None else f'{self.all_in_s:.1f}s'}, "
+            f"cycle {self.seconds:.1f}s | {faults or 'no faults'}"
+        )
+
+    def explain(self) -> str:
+        lines = [self.summary(), *[f"  - {p}" for p in self.problems()]]
+        if self.missing:
+            shown = ", ".join(self.missing[:30])
+            more = f" (+{len(self.missing) - 30} more)" if len(self.missing) > 30 else ""
+            lines.append(f"  missing customer ids: {shown}{more}")
+        if self.receipts_missing and self.receipts_missing != self.missing:
+            lines.append(f"  no receipt for: {', '.join(self.receipts_missing[:30])}")
+        return "\n".join(lines)
+
+
+def run_cycle(
+    rig: Rig,
+    name: str,
+    change: UpstreamEvent,
+    expected: Mapping[str, str],
+    steps: Sequence[Step] = (),
+    *,
+    timeout: float = 120.0,
+    lag_timeout: float = 75.0,
+    settle: float = SETTLE_SECONDS,
+) -> CycleReport:
+    """Publish ``change``, fire ``steps`` as its mails arrive, and count what came out."""
+    if not expected:
+        raise ValueError(f"{name}: the change owes no one a notice; the test proves nothing")
+    rig.owed.update(expected)
+    report = CycleReport(name=name, expected=len(expected))
+    faults_before = rig.faults
+    started, started_wall = time.monotonic(), time.time()
+    rig.publish([change])
+    pending = list(steps)
+    deadline = started + timeout
+    wanted = set(expected)
+    while True:
+        rig.mail.scan()
+        delivered = len(wanted & rig.mail.counts().keys())
+        # A step the mails outran still runs, after the last mail (its report says so).
+        while pending and (
+            delivered >= pending[0].at * len(expected) or delivered == len(expected)
+        ):
+            step = pending.pop(0)
+            if step.pause:
+                time.sleep(step.pause)
+            report.fired.append(Fired(step, delivered, time.time()))
+            if step.op == "kill":
+                rig.kill(step.worker)
+            elif step.op == "stop":
+                rig.stop(step.worker)
+            else:
+                rig.start(step.worker, empty_data=step.empty_data)
+        if delivered == len(expected):
+            break
+        if time.monotonic() > deadline:
+            report.timed_out = True
+            break
+        time.sleep(0.1)
+
+    done_at = time.monotonic()
+    last = rig.mail.last_arrival(wanted)
+    if not report.timed_out and last is not None:
+        report.all_in_s = last - started_wall
+    # Nothing stuck: every partition the group reads is committed to its end. (After a
+    # timeout the stall is plain already: only look again briefly.)
+    report.lag = rig.wait_idle(
+        CONSUMED_TOPICS, min(lag_timeout, 10) if report.timed_out else lag_timeout
+    )
+    # Late duplicates: a re-sent notice shows up after the original.
+    time.sleep(max(0.0, settle - (time.monotonic() - done_at)))
+    _count(rig, report, expected)
+    report.faults = rig.faults - faults_before
+    report.duplicate_bound = report.faults * rig.settings.smtp_connections
+    report.crashed = rig.crashed()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _count(rig: Rig, report: CycleReport, expected: Mapping[str, str]) -> None:
+    rig.mail.scan()
+    counts = rig.mail.counts()
+    report.delivered = sum(1 for m in expected if counts[m])
+    report.missing = sorted(cid for m, cid in expected.items() if not counts[m])
+    report.duplicates = sum(counts[m] - 1 for m in expected if counts[m] > 1)
+    report.unexpected = sum(n for m, n in counts.items() if m not in rig.owed)
+    for fired in report.fired:
+        if fired.step.op == "start":
+            first = rig.mail.first_after(fired.wall, expected)
+            fired.first_mail_s = None if first is None else first - fired.wall
+
+    if report.missing:
+        _locate_missing(rig, report, expected)
+
+    receipts = [
+        r
+        for _, _, r in read_records(rig.settings, t.RECEIPTS.name)
+        if str(r.get("message_id", "")).strip("<>") in expected
+    ]
+    per_id = Counter(str(r["message_id"]).strip("<>") for r in receipts)
+    report.receipts = len(receipts)
+    report.receipts_missing = sorted(cid for m, cid in expected.items() if not per_id[m])
+    report.receipt_duplicates = sum(n - 1 for n in per_id.values() if n > 1)
+    report.receipts_not_sent = sum(1 for r in receipts if r.get("status") != "sent")
+
+    letters = read_records(rig.settings, t.DEAD_LETTERS.name)
+    report.dead_letters = Counter(
+        f"{d.get('stage')}: {d.get('error_type')}" for _, _, d in letters[rig.dead_letters_seen :]
+    )
+    rig.dead_letters_seen = len(letters)
+
+
+def _locate_missing(rig: Rig, report: CycleReport, expected: Mapping[str, str]) -> None:
+    """Lost or stuck? Compare each missing notice's offset with the group's commit."""
+    customers = set(report.missing)
+    missing = {m for m, cid in expected.items() if cid in customers}
+    topic = rig.settings.topic(t.NOTICES.name)
+    committed = asyncio.run(_committed(rig.settings))
+    where: dict[str, tuple[int, int]] = {}
+    for partition, offset, notice in read_records(rig.settings, t.NOTICES.name):
+        message_id = str(notice.get("message_id", "")).strip("<>")
+        if message_id in missing and message_id not in where:
+            where[message_id] = (partition, offset)
+    for partition, offset in where.values():
+        if offset < committed.get((topic, partition), -1):
+            report.lost += 1
+        else:
+            report.stuck += 1
+
+
+# -- many cycles ----------------------------------------------------------------------
+
+
+def chaos_plan(rng: random.Random, cycle: int, workers: Sequence[str] = ("a", "b")) -> list[Step]:
+    """One cycle's faults: kill -9 or SIGTERM one worker at a random point, then restart it.
+
+    The restart alternates between the kept data dir and an empty one (tables from
+    the changelogs). It either follows the fault within a few seconds, or waits until
+    later in the run, so the survivor takes the partitions over and the restarted
+    worker then joins mid-run: two rebalances in one cycle.
+    """
+    victim = rng.choice(list(workers))
+    op: Op = "kill" if rng.random() < 0.5 else "stop"
+    at = round(rng.uniform(0.1, 0.6), 2)
+    empty = cycle % 2 == 1
+    if rng.random() < 0.5:
+        restart = Step(at, "start", victim, empty_data=empty, pause=round(rng.uniform(0, 3), 1))
+    else:
+        restart = Step(round(rng.uniform(at + 0.1, 0.9), 2), "start", victim, empty_data=empty)
+    return [Step(at, op, victim), restart]
+
+
+def run_chaos(
+    rig: Rig,
+    expect: Expect,
+    *,
+    cycles: int,
+    seed: int,
+    on_report: Callable[[CycleReport], None] = lambda r: None,
+    stop_on_problem: bool = True,
+    timeout: float = 120.0,
+    lag_timeout: float = 75.0,
+    budget: float | None = None,
+) -> list[CycleReport]:
+    """``cycles`` changes for everyone, each with a fault and a restart (``chaos_plan``).
+
+    The two workers ``a`` and ``b`` must be running and the directory loaded. No new
+    cycle starts once ``budget`` seconds have passed: fewer reports than ``cycles``.
+    """
+    rng = random.Random(seed)
+    reports: list[CycleReport] = []
+    began = time.monotonic()
+    for cycle in range(cycles):
+        if budget is not None and time.monotonic() - began > budget:
+            break
+        change = policy_for_everyone(f"chaos-{seed}-{cycle}")
+        steps = chaos_plan(rng, cycle)
+        report = run_cycle(
+            rig,
+            f"cycle {cycle + 1}/{cycles}",
+            change,
+            expect(change),
+            steps,
+            timeout=timeout,
+            lag_timeout=lag_timeout,
+        )
+        reports.append(report)
+        on_report(report)
+        if stop_on_problem and report.problems():
+            break
+    return reports
