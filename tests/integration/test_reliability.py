@@ -46,7 +46,7 @@ CUSTOMERS, OWNED = dataset.directory(400, seed=23)
 enough for the test budget."""
 CHAOS_CUSTOMERS, CHAOS_OWNED = dataset.directory(250, seed=29)
 CHAOS_CYCLES = 12
-CHAOS_BUDGET = 420  # seconds; about 160 on 2 cores when every restart resumes promptly
+CHAOS_BUDGET = 420  # seconds; about 170 on 2 cores when every restart resumes promptly
 
 
 @pytest.fixture
