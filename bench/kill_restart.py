@@ -83,7 +83,7 @@ def one_run(args: argparse.Namespace, run: int, kafka: LocalKafka, out: Path) ->
         fix = not args.faust_unfixed
         worker = WorkerProcess(settings, out / "worker-1.log", faust_fix=fix).start()
         asyncio.run(publish(settings, [*people, *owned]))
-        loaded = [settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
+        loaded = [settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
         asyncio.run(wait_idle(settings, loaded, within=600))
         asyncio.run(publish(settings, [policy_for_everyone(f"kill-{run}")]))
         box = MailBox(out / "mail")

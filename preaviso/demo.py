@@ -66,7 +66,7 @@ async def _scenario(settings: Settings, count: int, mail_dir: Path, console: Con
     await publish(settings, [*people, *owned])
     console.print(f"✓ Published a directory of {len(people)} customers, {len(owned)} purchases")
     with console.status("Worker is loading the directory into its tables…"):
-        names = [settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
+        names = [settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
         await wait_idle(settings, names, within=180)
     changes: list[ProductDiscontinued | PolicyChanged] = [
         dataset.dishwasher_discontinued(),

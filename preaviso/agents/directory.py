@@ -1,4 +1,8 @@
-"""Directory stages: customers and what they own, kept in tables that survive restarts."""
+"""Directory stages: customers and what they own, kept in tables that survive restarts.
+
+Upstream records are re-keyed through the worker's own topics before any table
+holds them, so the tables never depend on how the publisher partitioned.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,21 @@ def register(pipe: Pipeline) -> None:
     customers = pipe.tables["customers"]
     owners = pipe.tables["owners"]
 
-    def upsert_customer(_: Outbox) -> EventHandler:
+    def repartition_customer(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
             customer = decode_expected(CustomerUpserted, event.message.value)
             key = customer.customer_id.encode()
             check_key(event, key, "customer_id")
+            # Whatever partitioner the publisher used, the worker places the customer
+            # itself: its producer's murmur2, the same that places their impacts.
+            await outbox.send(t.CUSTOMERS_BY_ID, key, event.message.value)
+
+        return handle
+
+    def upsert_customer(_: Outbox) -> EventHandler:
+        async def handle(event: Any) -> None:
+            customer = decode(CustomerUpserted, event.message.value)
+            key = customer.customer_id.encode()
             raw = customers.get(key)
             current = decode(DirectoryEntry, raw) if raw is not None else None
             if newer(current, customer):
@@ -47,7 +61,8 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    run_stage(pipe, t.CUSTOMERS, "directory-customers", upsert_customer)
+    run_stage(pipe, t.CUSTOMERS, "directory-customers", repartition_customer)
+    run_stage(pipe, t.CUSTOMERS_BY_ID, "directory-entries", upsert_customer)
     run_stage(pipe, t.OWNERSHIPS, "directory-ownerships", repartition_ownership)
     run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", index_owner)
 

@@ -23,6 +23,12 @@ OWNERSHIPS = TopicSpec("ownerships", "customer_id", "OwnershipRecorded (upstream
 CHANGES = TopicSpec(
     "changes", "policy_id or event_id", "ProductDiscontinued, PolicyChanged (upstream)"
 )
+CUSTOMERS_BY_ID = TopicSpec(
+    "customers-by-id",
+    "customer_id",
+    "CustomerUpserted, repartitioned by the worker",
+    compacted=True,
+)
 OWNERSHIPS_BY_SKU = TopicSpec("ownerships-by-sku", "sku", "OwnershipRecorded, repartitioned")
 DISCONTINUED_SKUS = TopicSpec("discontinued-skus", "sku", "ProductDiscontinued, one per SKU")
 POLICY_FANOUT = TopicSpec("policy-fanout", "none: one copy per partition", "PolicyChanged")
@@ -36,6 +42,7 @@ ALL_TOPICS = (
     CUSTOMERS,
     OWNERSHIPS,
     CHANGES,
+    CUSTOMERS_BY_ID,
     OWNERSHIPS_BY_SKU,
     DISCONTINUED_SKUS,
     POLICY_FANOUT,
@@ -46,6 +53,8 @@ ALL_TOPICS = (
     DEAD_LETTERS,
 )
 UPSTREAM_TOPICS = (CUSTOMERS, OWNERSHIPS, CHANGES)
+DIRECTORY_TOPICS = (CUSTOMERS, OWNERSHIPS, CUSTOMERS_BY_ID, OWNERSHIPS_BY_SKU)
+"""What the worker reads to build its directory: their lag at 0 means it is loaded."""
 
 TABLES = ("customers", "owners", "issued", "delivered")
 """The worker's tables; each is backed by a compacted changelog topic."""

@@ -83,9 +83,7 @@ def test_a_record_near_the_size_limit_is_dead_lettered_and_later_events_still_fl
         produce_raw(stack.settings, t.OWNERSHIPS.name, owner.encode(), huge)
     )
     assert cli(stack.settings, "publish", "-", stdin=jsonl(OWNED)).returncode == 0
-    directory = [
-        stack.settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)
-    ]
+    directory = [stack.settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
     asyncio.run(wait_idle(stack.settings, directory, within=90))
     assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
 

@@ -29,7 +29,7 @@ def publish_directory(stack: Stack) -> None:
     result = cli(stack.settings, "publish", "-", stdin=jsonl([*CUSTOMERS, *OWNED]))
     assert result.returncode == 0, result.stderr
     assert f"published {len(CUSTOMERS) + len(OWNED)} event(s)" in result.stdout
-    names = [stack.settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
+    names = [stack.settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
     asyncio.run(wait_idle(stack.settings, names, within=90))
 
 

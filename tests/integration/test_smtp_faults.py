@@ -74,8 +74,7 @@ class Rig:
 
     def publish_directory(self, people: list[tuple[CustomerUpserted, OwnershipRecorded]]) -> None:
         self.publish(*(c for c, _ in people), *(o for _, o in people))
-        names = [self.settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS)]
-        names.append(self.settings.topic(t.OWNERSHIPS_BY_SKU.name))
+        names = [self.settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
         asyncio.run(wait_idle(self.settings, names, within=90))
 
     def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 90) -> None:

@@ -43,7 +43,7 @@ def test_sigterm_ends_a_worker_stuck_on_an_smtp_outage_within_30_s_and_loses_not
         )
         worker = WorkerProcess(settings, tmp_path / "worker.log").start()
         assert cli(settings, "publish", "-", stdin=jsonl([*CUSTOMERS, *OWNED])).returncode == 0
-        loaded = [settings.topic(s.name) for s in (t.CUSTOMERS, t.OWNERSHIPS)]
+        loaded = [settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
         asyncio.run(wait_idle(settings, loaded, within=90))
         change = policy_for_everyone("stop-during-outage")
         assert cli(settings, "publish", "-", stdin=jsonl([change])).returncode == 0
