@@ -27,7 +27,9 @@ and committed over):
   when a recovery ends), aiokafka reads the empty set as "every partition" and
   returns the buffered records of paused stream partitions; Faust then skips
   them, because they are not active, but their position has already moved on.
-  Fix: hand aiokafka a snapshot taken when the fetch is asked for.
+  Fix: hand aiokafka a snapshot taken when the fetch is asked for. And a fetch
+  can wait through a whole rebalance, then return records of partitions paused
+  by then: those are put back (a seek to the first of them), not skipped.
 - ``perform_seek`` rewinds only partitions with a committed offset above 0
   (aiokafka's ``seek_to_committed`` skips ``None`` and ``0``), so records fetched
   and then abandoned on a never-committed partition are never read again, and
@@ -49,6 +51,7 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (Recovery, "on_recovery_completed"): Recovery.on_recovery_completed,
     (Recovery, "_resume_streams"): Recovery._resume_streams,
     (AIOKafkaConsumerThread, "getmany"): AIOKafkaConsumerThread.getmany,
+    (AIOKafkaConsumerThread, "_fetch_records"): AIOKafkaConsumerThread._fetch_records,
     (AIOKafkaConsumerThread, "seek_to_committed"): AIOKafkaConsumerThread.seek_to_committed,
 }
 
@@ -108,6 +111,35 @@ async def getmany(self: Any, active_partitions: Any, timeout: float) -> Any:  # 
     return await _ORIGINAL[AIOKafkaConsumerThread, "getmany"](self, snapshot, timeout)
 
 
+async def _fetch_records(
+    self: Any,
+    consumer: Any,
+    active_partitions: Any,
+    timeout: Any = None,  # noqa: ASYNC109 (Faust's signature)
+    max_records: Any = None,
+) -> Any:
+    """Hand Faust only records of partitions still active; put the others back.
+
+    A fetch can wait through a whole rebalance (aiokafka waits for the new
+    assignment) and then return records of partitions that are paused by now;
+    Faust would skip them with their position already moved on. Seeking back to
+    the first of them makes the consumer fetch them again once they are resumed.
+    """
+    original = _ORIGINAL[AIOKafkaConsumerThread, "_fetch_records"]
+    records = await original(
+        self, consumer, active_partitions, timeout=timeout, max_records=max_records
+    )
+    live = self.consumer._active_partitions or set()
+    buffered = self.consumer._buffered_partitions
+    kept = {}
+    for tp, messages in records.items():
+        if tp in live or tp in buffered:
+            kept[tp] = messages
+        elif messages and tp in consumer.assignment():
+            consumer.seek(tp, messages[0].offset)
+    return kept
+
+
 async def seek_to_committed(self: Any) -> Any:
     """Seek to the committed offsets, and never-committed stream partitions to the start."""
     consumer = self._ensure_consumer()
@@ -127,6 +159,7 @@ _FIXED: dict[tuple[type, str], Any] = {
     (Recovery, "on_recovery_completed"): on_recovery_completed,
     (Recovery, "_resume_streams"): _resume_streams,
     (AIOKafkaConsumerThread, "getmany"): getmany,
+    (AIOKafkaConsumerThread, "_fetch_records"): _fetch_records,
     (AIOKafkaConsumerThread, "seek_to_committed"): seek_to_committed,
 }
 

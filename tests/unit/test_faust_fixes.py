@@ -228,3 +228,34 @@ async def test_a_seek_rewinds_never_committed_stream_partitions_to_the_start() -
     assert committed == {never: None, zero: 0, five: 5, CHANGELOG: None}
     assert kafka.sought == {five: 5}
     assert sorted(kafka.to_beginning) == [never, zero]
+
+
+async def test_records_of_a_partition_paused_during_the_fetch_are_put_back(
+    monkeypatch: Any,
+) -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    paused, active = ("x.notices", 2), ("x.notices", 3)
+    fetched = {
+        paused: [SimpleNamespace(offset=85), SimpleNamespace(offset=86)],
+        active: [SimpleNamespace(offset=40)],
+    }
+
+    async def fetch_through_a_rebalance(*_: Any, **__: Any) -> dict[Any, Any]:
+        return fetched  # asked for both; by the time it returns, one is paused
+
+    monkeypatch.setitem(
+        faust_fixes._ORIGINAL, (AIOKafkaConsumerThread, "_fetch_records"), fetch_through_a_rebalance
+    )
+    sought: list[tuple[Any, int]] = []
+    kafka = SimpleNamespace(
+        assignment=lambda: {paused, active}, seek=lambda tp, offset: sought.append((tp, offset))
+    )
+    thread = SimpleNamespace(
+        consumer=SimpleNamespace(_active_partitions={active}, _buffered_partitions=set())
+    )
+
+    kept = await faust_fixes._fetch_records(thread, kafka, {paused, active}, timeout=1.0)
+
+    assert kept == {active: fetched[active]}
+    assert sought == [(paused, 85)]  # fetched again from there once it is resumed
