@@ -32,8 +32,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import CatcherProcess
-from preaviso.devtools.chaos import MailBox, policy_for_everyone
+from preaviso.devtools.dataset import policy_for_everyone
 from preaviso.devtools.kafka import LocalKafka
+from preaviso.devtools.observe import MailBox
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.publish import publish
 from preaviso.settings import Settings

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import CatcherProcess
-from preaviso.devtools.chaos import CycleReport, Rig, run_chaos, with_session_timeout
+from preaviso.devtools.chaos import CycleReport, run_chaos, with_session_timeout
 from preaviso.devtools.kafka import LocalKafka
+from preaviso.devtools.rig import Rig
 from preaviso.schemas.events import UpstreamEvent
 from preaviso.settings import Settings
 from tests import oracle

@@ -35,7 +35,7 @@ from typing import IO, Any, Self
 
 from aiosmtpd.smtp import SMTP
 
-__all__ = ["CatcherError", "CatcherProcess", "EmlWriter", "main", "serve"]
+__all__ = ["CatcherError", "CatcherProcess", "EmlWriter", "main", "message_id_of", "serve"]
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]{1,200})>", re.IGNORECASE | re.MULTILINE)
@@ -74,12 +74,18 @@ def read_mails(out_dir: Path) -> list[EmailMessage]:
     return [parser.parsebytes(path.read_bytes()) for path in sorted(out_dir.glob("*.eml"))]
 
 
-def _id_for_name(content: bytes) -> str:
+def message_id_of(content: bytes) -> bytes | None:
+    """The Message-ID of a raw mail, without angle brackets, read from its header only."""
     headers_end = content.find(b"\r\n\r\n")
     match = _MESSAGE_ID.search(content, 0, headers_end if headers_end >= 0 else len(content))
-    if match is None:
+    return match[1] if match else None
+
+
+def _id_for_name(content: bytes) -> str:
+    found = message_id_of(content)
+    if found is None:
         return "no-message-id"
-    return _UNSAFE_NAME.sub(b"_", match[1])[:80].decode("ascii")
+    return _UNSAFE_NAME.sub(b"_", found)[:80].decode("ascii")
 
 
 def _write_atomically(path: Path, text: str) -> None:

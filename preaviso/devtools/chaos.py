@@ -1,7 +1,7 @@
 """Faults on purpose: kill, stop and restart workers while notices go out, then count.
 
 Shared by the reliability tests (``tests/integration/test_reliability.py``) and the
-soak bench (``bench/soak_reliability.py``). A ``Rig`` runs named worker processes
+soak bench (``bench/soak_reliability.py``). A ``Rig`` (``rig.py``) runs named worker processes
 against one broker and one mail catcher. ``run_cycle`` publishes one change, fires
 ``Step`` s (kill -9, SIGTERM, start with the kept or an empty data dir) when a given
 share of the change's mails has reached the catcher, waits for every mail, for the
@@ -15,53 +15,27 @@ a reference written apart from the code under test (``tests/oracle.py``).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import re
-import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from preaviso.devtools.worker import WorkerProcess
-from preaviso.publish import publish
-from preaviso.schemas.events import PolicyChanged, PolicyKind, PolicyScope, UpstreamEvent
+from preaviso.devtools.dataset import policy_for_everyone
+from preaviso.devtools.observe import CONSUMED_TOPICS, committed_offsets, read_records
+from preaviso.devtools.rig import Rig
+from preaviso.schemas.events import UpstreamEvent
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
-from preaviso.streams.kafka import client_options, connect_admin, partition_ids
-from preaviso.streams.lag import end_offsets
 
-__all__ = [
-    "CONSUMED_TOPICS",
-    "CycleReport",
-    "MailBox",
-    "Rig",
-    "Step",
-    "chaos_plan",
-    "partition_lag",
-    "policy_for_everyone",
-    "read_records",
-    "run_chaos",
-    "run_cycle",
-    "with_session_timeout",
-]
+__all__ = ["CycleReport", "Step", "chaos_plan", "run_chaos", "run_cycle", "with_session_timeout"]
 
 Op = Literal["kill", "stop", "start"]
 Expect = Callable[[UpstreamEvent], Mapping[str, str]]
 
 SETTLE_SECONDS = 5.0
 """After the last expected mail, how long late duplicates get to show up."""
-
-CONSUMED_TOPICS = tuple(s for s in t.ALL_TOPICS if s not in (t.RECEIPTS, t.DEAD_LETTERS))
-"""Every topic the worker group reads: its lag must return to zero after each fault."""
-
-_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]+)>", re.IGNORECASE | re.MULTILINE)
 
 
 def with_session_timeout(settings: Settings, seconds: float, heartbeat: float) -> Settings:
@@ -75,263 +49,6 @@ def with_session_timeout(settings: Settings, seconds: float, heartbeat: float) -
     return settings.model_copy(
         update={"kafka_session_timeout": seconds, "kafka_heartbeat_interval": heartbeat}
     )
-
-
-def policy_for_everyone(event_id: str, policy_id: str | None = None) -> PolicyChanged:
-    """A policy change for all customers: every customer in the directory is owed a notice."""
-    return PolicyChanged(
-        event_id=event_id,
-        source="reliability-tests",
-        policy_id=policy_id or event_id,
-        kind=PolicyKind.BUSINESS_HOURS,
-        title="Nuevo horario de atención",
-        scope=PolicyScope(all_customers=True),
-        old_terms="De lunes a viernes, de 9 a 18 h.",
-        new_terms="De lunes a sábado, de 8 a 20 h.",
-        effective_date=date(2027, 5, 1),
-        required_notice_days=30,
-    )
-
-
-# -- what arrived ---------------------------------------------------------------------
-
-
-class MailBox:
-    """The catcher's directory, read incrementally: each mail file is read once."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._files: dict[str, tuple[str, float]] = {}  # file name -> (Message-ID, mtime)
-
-    def scan(self) -> None:
-        if not self.directory.is_dir():
-            return
-        for path in self.directory.iterdir():
-            name = path.name
-            if name in self._files or name.startswith(".") or not name.endswith(".eml"):
-                continue
-            content = path.read_bytes()
-            end = content.find(b"\r\n\r\n")
-            match = _MESSAGE_ID.search(content, 0, end if end >= 0 else len(content))
-            message_id = match[1].decode("ascii", "replace") if match else "(no Message-ID)"
-            self._files[name] = (message_id, path.stat().st_mtime)
-
-    def counts(self) -> Counter[str]:
-        """How many mails the catcher holds per Message-ID (without angle brackets)."""
-        return Counter(message_id for message_id, _ in self._files.values())
-
-    def first_after(self, wall: float, among: Iterable[str]) -> float | None:
-        """The earliest arrival (wall clock) after ``wall`` of a mail with one of ``among``."""
-        wanted = set(among)
-        times = [m for i, m in self._files.values() if m > wall and i in wanted]
-        return min(times, default=None)
-
-    def last_arrival(self, among: Iterable[str]) -> float | None:
-        wanted = set(among)
-        return max((m for i, m in self._files.values() if i in wanted), default=None)
-
-
-Located = tuple[int, int, dict[str, Any]]  # partition, offset, the decoded record
-
-
-async def _read_records(settings: Settings, name: str) -> list[Located]:
-    topic = settings.topic(name)
-    found = await partition_ids(settings, [topic])
-    if topic not in found:
-        return []
-    tps = [TopicPartition(topic, p) for p in found[topic]]
-    consumer = AIOKafkaConsumer(
-        **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[Located] = []
-        deadline = time.monotonic() + 60
-        while True:
-            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-            if not behind:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within 60 s")
-            batch = await consumer.getmany(timeout_ms=500)
-            for messages in batch.values():
-                records.extend((m.partition, m.offset, json.loads(m.value)) for m in messages)
-        return records
-    finally:
-        await consumer.stop()
-
-
-def read_records(settings: Settings, name: str) -> list[Located]:
-    """Every record of a topic, decoded from JSON, read up to its current end."""
-    return asyncio.run(_read_records(settings, name))
-
-
-async def _committed(settings: Settings) -> dict[tuple[str, int], int]:
-    admin = await connect_admin(settings)
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
-    finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
-
-
-async def _partition_lag(settings: Settings, names: Sequence[str]) -> dict[str, int]:
-    ends = await end_offsets(settings, list(names))
-    admin = await connect_admin(settings)
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
-    finally:
-        await admin.close()
-    lag: dict[str, int] = {}
-    for tp, end in sorted(ends.items()):
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        if end > done:
-            lag[f"{tp.topic.removeprefix(settings.topic_prefix)}[{tp.partition}]"] = end - done
-    return lag
-
-
-def partition_lag(settings: Settings) -> dict[str, int]:
-    """Records the group has not committed yet, per partition that has any (``impacts[2]``)."""
-    names = [settings.topic(s.name) for s in CONSUMED_TOPICS]
-    try:
-        return asyncio.run(_partition_lag(settings, names))
-    except Exception as exc:  # a coordinator moving or loading: ask again later
-        return {f"(lag unknown: {type(exc).__name__})": -1}
-
-
-# -- the workers ----------------------------------------------------------------------
-
-
-@dataclass
-class _Slot:
-    name: str
-    data_dir: Path
-    incarnations: int = 0
-    process: WorkerProcess | None = None
-
-
-class Rig:
-    """Named worker processes (same settings, same group, each its own data dir)."""
-
-    def __init__(self, settings: Settings, root: Path, mail_dir: Path) -> None:
-        self.settings = settings
-        self.root = root
-        self.mail = MailBox(mail_dir)
-        self.owed: dict[str, str] = {}  # every Message-ID any cycle expected -> customer_id
-        self.faults = 0  # kills and graceful stops so far
-        self.dead_letters_seen = 0
-        self._slots: dict[str, _Slot] = {}
-
-    def log_path(self, name: str) -> Path:
-        return self.root / f"worker-{name}.log"
-
-    def start(self, name: str, *, empty_data: bool = False) -> WorkerProcess:
-        """Start worker ``name``: with its previous data dir, or a new empty one."""
-        slot = self._slots.get(name)
-        if slot is None:
-            slot = self._slots[name] = _Slot(name, self.root / "data" / f"{name}-0")
-        if slot.process is not None and slot.process.alive():
-            raise RuntimeError(f"worker {name} is already running")
-        slot.incarnations += 1
-        if empty_data and slot.incarnations > 1:
-            old = slot.data_dir
-            slot.data_dir = self.root / "data" / f"{name}-{slot.incarnations}"
-            shutil.rmtree(old, ignore_errors=True)
-        log = self.log_path(name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as f:
-            state = "empty" if not slot.data_dir.exists() else "kept"
-            f.write(f"\n===== start #{slot.incarnations} of {name}, {state} {slot.data_dir}\n")
-        settings = self.settings.model_copy(update={"data_dir": slot.data_dir})
-        slot.process = WorkerProcess(settings, log).start()
-        return slot.process
-
-    def kill(self, name: str) -> None:
-        self.faults += 1
-        self._process(name).kill()
-        self._note(name, "killed (SIGKILL)")
-
-    def stop(self, name: str) -> None:
-        self.faults += 1
-        code = self._process(name).stop()
-        self._note(name, f"stopped (SIGTERM), exit code {code}")
-
-    def alive(self) -> list[str]:
-        return [n for n, s in self._slots.items() if s.process is not None and s.process.alive()]
-
-    def crashed(self) -> list[str]:
-        """Workers that should be running but exited on their own."""
-        return [
-            n for n, s in self._slots.items() if s.process is not None and not s.process.alive()
-        ]
-
-    def close(self) -> None:
-        for slot in self._slots.values():
-            if slot.process is not None:
-                slot.process.kill()
-                slot.process = None
-
-    def log_tails(self, lines: int = 25) -> str:
-        parts = []
-        for name in self._slots:
-            try:
-                text = self.log_path(name).read_text(errors="replace").splitlines()
-            except OSError:
-                text = ["(no log)"]
-            alarms = [x for x in text if "[WARNING]" in x or "[ERROR]" in x or "=====" in x]
-            parts.append(f"--- worker {name} ({self.log_path(name)}): starts, stops, warnings ---")
-            parts.extend(alarms[-15:])
-            parts.append(f"--- worker {name}: last {lines} lines ---")
-            parts.extend(text[-lines:])
-        return "\n".join(parts)
-
-    def publish(self, events: Sequence[UpstreamEvent]) -> None:
-        asyncio.run(publish(self.settings, events))
-
-    def wait_idle(self, specs: Iterable[t.TopicSpec], within: float) -> dict[str, int]:
-        """Wait until the group's lag on ``specs`` is zero; returns what is left on timeout."""
-        names = {s.name for s in specs}
-        deadline = time.monotonic() + within
-        while True:
-            lag = {
-                k: v
-                for k, v in partition_lag(self.settings).items()
-                if k.split("[")[0] in names or k.startswith("(")
-            }
-            if not lag or time.monotonic() > deadline:
-                return lag
-            time.sleep(0.5)
-
-    def load_directory(self, events: Sequence[UpstreamEvent], within: float = 120.0) -> None:
-        """Publish the directory (if given) and wait until the group has read it all."""
-        if events:
-            self.publish(events)
-        left = self.wait_idle((t.CUSTOMERS, t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU), within)
-        if left:
-            raise AssertionError(
-                f"the directory was not loaded within {within:g}s: {left}\n{self.log_tails()}"
-            )
-
-    def duplicates_in_all(self) -> tuple[int, int]:
-        """Extra mails over every Message-ID owed so far, and the bound all faults allow."""
-        self.mail.scan()
-        extra = sum(n - 1 for m, n in self.mail.counts().items() if m in self.owed and n > 1)
-        return extra, self.faults * self.settings.smtp_connections
-
-    def _process(self, name: str) -> WorkerProcess:
-        slot = self._slots[name]
-        if slot.process is None:
-            raise RuntimeError(f"worker {name} is not running")
-        return slot.process
-
-    def _note(self, name: str, what: str) -> None:
-        self._slots[name].process = None
-        with self.log_path(name).open("a") as f:
-            f.write(f"===== {name} {what}\n")
 
 
 # -- one change, with faults ----------------------------------------------------------
@@ -554,7 +271,7 @@ def _locate_missing(rig: Rig, report: CycleReport, expected: Mapping[str, str]) 
     customers = set(report.missing)
     missing = {m for m, cid in expected.items() if cid in customers}
     topic = rig.settings.topic(t.NOTICES.name)
-    committed = asyncio.run(_committed(rig.settings))
+    committed = asyncio.run(committed_offsets(rig.settings))
     where: dict[str, tuple[int, int]] = {}
     for partition, offset, notice in read_records(rig.settings, t.NOTICES.name):
         message_id = str(notice.get("message_id", "")).strip("<>")

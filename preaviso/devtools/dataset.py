@@ -123,3 +123,19 @@ def warranty_change(event_id: str = "policy-warranty-2027") -> PolicyChanged:
         effective_date=date(2027, 4, 1),
         required_notice_days=30,
     )
+
+
+def policy_for_everyone(event_id: str, policy_id: str | None = None) -> PolicyChanged:
+    """A policy change for all customers: every customer in the directory is owed a notice."""
+    return PolicyChanged(
+        event_id=event_id,
+        source="legal",
+        policy_id=policy_id or event_id,
+        kind=PolicyKind.BUSINESS_HOURS,
+        title="Nuevo horario de atención",
+        scope=PolicyScope(all_customers=True),
+        old_terms="De lunes a viernes, de 9 a 18 h.",
+        new_terms="De lunes a sábado, de 8 a 20 h.",
+        effective_date=date(2027, 5, 1),
+        required_notice_days=30,
+    )

@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from preaviso.devtools import dataset
-from preaviso.devtools.chaos import MailBox, policy_for_everyone
+from preaviso.devtools.dataset import policy_for_everyone
+from preaviso.devtools.observe import MailBox
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle

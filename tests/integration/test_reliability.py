@@ -27,14 +27,9 @@ from pydantic import BaseModel
 
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import CatcherProcess
-from preaviso.devtools.chaos import (
-    CycleReport,
-    Rig,
-    Step,
-    policy_for_everyone,
-    run_chaos,
-    run_cycle,
-)
+from preaviso.devtools.chaos import CycleReport, Step, run_chaos, run_cycle
+from preaviso.devtools.dataset import policy_for_everyone
+from preaviso.devtools.rig import Rig
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, UpstreamEvent
 from preaviso.settings import Settings
 from tests import oracle

@@ -12,8 +12,9 @@ import pytest
 
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import CatcherProcess
-from preaviso.devtools.chaos import MailBox, policy_for_everyone
+from preaviso.devtools.dataset import policy_for_everyone
 from preaviso.devtools.faulty_smtp import FaultySmtpProcess
+from preaviso.devtools.observe import MailBox
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
