@@ -130,15 +130,22 @@ async def serve(
         await stop.wait()
 
 
+def server_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """The options every mail server of the devtools takes: where to listen and save."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (an IP address)")
+    parser.add_argument(
+        "--port", type=int, default=default_port, help="port to bind; 0 picks a free one"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory for the .eml files")
+    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m preaviso.devtools.catcher",
         description="SMTP server that saves every received mail as an .eml file.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (an IP address)")
-    parser.add_argument("--port", type=int, default=1025, help="port to bind; 0 picks a free one")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the .eml files")
-    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    server_arguments(parser, default_port=1025)
     parser.add_argument(
         "--max-size", type=int, default=DEFAULT_MAX_SIZE, help="largest message in bytes"
     )

@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from preaviso.devtools.catcher import DEFAULT_MAX_SIZE, CatcherProcess, EmlWriter, serve
+from preaviso.devtools.catcher import (
+    DEFAULT_MAX_SIZE,
+    CatcherProcess,
+    EmlWriter,
+    serve,
+    server_arguments,
+)
 
 __all__ = ["FaultySmtpProcess", "FaultyWriter", "Refusal", "main", "read_log"]
 
@@ -136,10 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m preaviso.devtools.faulty_smtp",
         description="The mail catcher, refusing chosen recipients and dropping chosen answers.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (an IP address)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the .eml files")
-    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    server_arguments(parser, default_port=0)
     parser.add_argument(
         "--refuse",
         type=Refusal.parse,
