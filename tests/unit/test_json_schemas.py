@@ -35,6 +35,18 @@ ENVELOPE = {
 }
 
 # One realistic message per contract, exactly as it would appear on a topic.
+NOTICE = {
+    **ENVELOPE,
+    "type": "Notice",
+    "notice_id": "8d7f1e52-4f0a-5b7e-9c1d-0a2b3c4d5e6f",
+    "customer_id": "C-1001",
+    "cause_event_id": "3f0c6a4e-9b1d-4c1a-8f77-2d0e5b1a9c10",
+    "recipient": "ana@example.com",
+    "locale": "es",
+    "subject": "Su WM-800 deja de fabricarse",
+    "message_id": "<8d7f1e52@preaviso.example.com>",
+    "mime": "Subject: Su WM-800 deja de fabricarse\r\n\r\nHola Ana\r\n",
+}
 SAMPLES: dict[str, dict[str, Any]] = {
     "CustomerUpserted": {
         **ENVELOPE,
@@ -100,18 +112,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "new_terms": None,
         "required_notice_days": None,
     },
-    "Notice": {
-        **ENVELOPE,
-        "type": "Notice",
-        "notice_id": "8d7f1e52-4f0a-5b7e-9c1d-0a2b3c4d5e6f",
-        "customer_id": "C-1001",
-        "cause_event_id": "3f0c6a4e-9b1d-4c1a-8f77-2d0e5b1a9c10",
-        "recipient": "ana@example.com",
-        "locale": "es",
-        "subject": "Su WM-800 deja de fabricarse",
-        "message_id": "<8d7f1e52@preaviso.example.com>",
-        "mime": "Subject: Su WM-800 deja de fabricarse\r\n\r\nHola Ana\r\n",
-    },
+    "Notice": NOTICE,
     "DeliveryReceipt": {
         **ENVELOPE,
         "type": "DeliveryReceipt",
@@ -126,18 +127,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "ParkedNotice": {
         "type": "ParkedNotice",
-        "notice": {
-            **ENVELOPE,
-            "type": "Notice",
-            "notice_id": "8d7f1e52-4f0a-5b7e-9c1d-0a2b3c4d5e6f",
-            "customer_id": "C-1001",
-            "cause_event_id": "3f0c6a4e-9b1d-4c1a-8f77-2d0e5b1a9c10",
-            "recipient": "ana@example.com",
-            "locale": "es",
-            "subject": "Su WM-800 deja de fabricarse",
-            "message_id": "<8d7f1e52@preaviso.example.com>",
-            "mime": "Subject: Su WM-800 deja de fabricarse\r\n\r\nHola Ana\r\n",
-        },
+        "notice": NOTICE,
         "first_attempt_at": "2025-03-01T09:31:00+00:00",
         "attempts": 3,
         "not_before": "2025-03-01T09:31:09+00:00",
