@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from preaviso.devtools.catcher import message_id_of
 from preaviso.settings import Settings
+from preaviso.streams import lag
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options, connect_admin, partition_ids
-from preaviso.streams.lag import end_offsets
 
 CONSUMED_TOPICS = tuple(s for s in t.ALL_TOPICS if s not in (t.RECEIPTS, t.DEAD_LETTERS))
 """Every topic the worker group reads: its lag must return to zero after each fault."""
@@ -115,19 +115,12 @@ async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
 
 
 async def _partition_lag(settings: Settings, names: Sequence[str]) -> dict[str, int]:
-    ends = await end_offsets(settings, list(names))
-    admin = await connect_admin(settings)
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
-    finally:
-        await admin.close()
-    lag: dict[str, int] = {}
-    for tp, end in sorted(ends.items()):
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        if end > done:
-            lag[f"{tp.topic.removeprefix(settings.topic_prefix)}[{tp.partition}]"] = end - done
-    return lag
+    behind = await lag.partition_lag(settings, names)
+    return {
+        f"{tp.topic.removeprefix(settings.topic_prefix)}[{tp.partition}]": n
+        for tp, n in sorted(behind.items())
+        if n
+    }
 
 
 def partition_lag(settings: Settings) -> dict[str, int]:

@@ -43,8 +43,8 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
         await admin.close()
 
 
-async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
-    """Records not yet committed by the worker group, per topic (never committed = all)."""
+async def partition_lag(settings: Settings, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """Records not yet committed by the worker group, per partition (never committed = all)."""
     names = list(topics)
     admin = await connect_admin(settings)
     try:
@@ -52,11 +52,20 @@ async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]
         committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
     finally:
         await admin.close()
-    lag = dict.fromkeys(names, 0)
+    lag: dict[TopicPartition, int] = {}
     for tp, end in ends.items():
         meta = committed.get(tp)
         done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        lag[tp.topic] += max(0, end - done)
+        lag[tp] = max(0, end - done)
+    return lag
+
+
+async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """Records not yet committed by the worker group, per topic (never committed = all)."""
+    names = list(topics)
+    lag = dict.fromkeys(names, 0)
+    for tp, behind in (await partition_lag(settings, names)).items():
+        lag[tp.topic] += behind
     return lag
 
 
