@@ -27,7 +27,7 @@ from typing import Any
 import mode
 
 from preaviso.agents import hold, ledger
-from preaviso.agents.stage import EventHandler, Outbox, run_stage
+from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
     SmtpPermanentError,
@@ -215,6 +215,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         async with sending.only(notice.notice_id):
             if ledger.contains(delivered, key, notice.notice_id):
                 return  # sent or settled before (a restart re-read it): not twice
+            if not outbox.claim(notice.notice_id, event=event):
+                return  # sent a moment ago, its ledger entry not written yet
             try:
                 receipt = await send_notice(smtp, settings, notice, pause)
             except SmtpTemporaryError as refusal:
@@ -238,9 +240,9 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                     )
                     # Same partition as the notice: co-partitioned with the ledger.
                     await outbox.send(
-                        t.NOTICES_RETRY, key, encode(outcome), event.message.partition
+                        t.NOTICES_RETRY, key, encode(outcome), event.message.partition, event=event
                     )
-                    return  # written before this record is acked (the stage flushes)
+                    return  # written before this record is released (the stage flushes)
                 log.warning(
                     "notice %s refused %d on attempt %d, %.0fs after the first: failed",
                     notice.notice_id,
@@ -249,19 +251,34 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                     (outcome.sent_at - first).total_seconds(),
                 )
                 receipt = outcome
-            await outbox.send(t.RECEIPTS, key, encode(receipt))
-            await outbox.flush()  # the receipt is the proof: hold it before the ledger
-            ledger.add(delivered, key, notice.notice_id)
+            await outbox.send(t.RECEIPTS, key, encode(receipt), event=event)
+            # The receipt is the proof: the ledger says "done" only once Kafka holds it.
+            outbox.after_write(lambda: ledger.add(delivered, key, notice.notice_id), event=event)
+
+    slots = asyncio.Semaphore(settings.smtp_connections)
 
     def deliver(outbox: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
+        """Up to ``PREAVISO_SMTP_CONNECTIONS`` notices in flight, each on its own connection.
+
+        The loop goes on to the next notice while one is sent; a notice is released
+        (and its offset may be committed) once it and every notice before it on its
+        partition is done, so a slow one delays commits, never other sends.
+        """
+
+        async def handle(event: Any) -> Beside:
             notice = decode(Notice, event.message.value)
-            try:
-                await attempt(outbox, event, notice, None, 1)
-            except Interrupted:
-                await hold.let_go(app, event)
+            await slots.acquire()
+            return in_flight(outbox, event, notice)
 
         return handle
+
+    async def in_flight(outbox: Outbox, event: Any, notice: Notice) -> None:
+        try:
+            await attempt(outbox, event, notice, None, 1)
+        except Interrupted:
+            hold.give_back(event)
+        finally:
+            slots.release()
 
     def deliver_retry(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
@@ -280,7 +297,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         return handle
 
     run_stage(pipe, t.NOTICES, "deliver", deliver)
-    run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry)
+    # One parked notice at a time: its wait holds the stage, so nothing else may be held.
+    run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry, batch_max=1)
 
     class SmtpPool(mode.Service):
         """Closes the pooled SMTP connections when the worker stops."""

@@ -39,6 +39,17 @@ async def pause(app: Any, seconds: float) -> bool:
     return False
 
 
+def give_back(event: Any) -> None:
+    """Give ``event`` back unacked: Faust stops waiting for it and never commits past it.
+
+    Faust waits for a record only while its message is not ``acked``, and commits
+    an offset only through its consumer's own bookkeeping (``Consumer.ack``). So
+    the flag is set directly; the stage loop then gives back the records after it
+    on its partition too (``StageLoop._release``).
+    """
+    event.message.acked = True
+
+
 async def let_go(app: Any, event: Any) -> None:
     """Give ``event`` back unacked, then return once records flow again.
 
@@ -50,5 +61,5 @@ async def let_go(app: Any, event: Any) -> None:
     stage takes no record fetched before it; when the worker stops, the flow never
     resumes and the wait ends by cancellation.
     """
-    event.message.acked = True
+    give_back(event)
     await app.flow_control.acquire()

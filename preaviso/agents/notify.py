@@ -66,6 +66,8 @@ def register(pipe: Pipeline) -> None:
             key = impact.customer_id.encode()
             if ledger.contains(issued, key, impact.notice_id):
                 return  # already issued: a redelivered or repeated impact
+            if not outbox.claim(impact.notice_id):
+                return  # the same impact earlier in this batch is being issued
             raw = customers.get(key)
             if raw is None:
                 raise UnknownCustomerError(
@@ -75,8 +77,8 @@ def register(pipe: Pipeline) -> None:
             customer = decode(DirectoryEntry, raw).customer
             notice = compose_notice(impact, customer, renderer, pipe.settings, datetime.now(UTC))
             await outbox.send(t.NOTICES, key, encode(notice))
-            await outbox.flush()  # only a notice Kafka holds may be marked issued
-            ledger.add(issued, key, impact.notice_id)
+            # Only a notice Kafka holds may be marked issued: after the batch's flush.
+            outbox.after_write(lambda: ledger.add(issued, key, impact.notice_id))
 
         return handle
 

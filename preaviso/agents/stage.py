@@ -1,11 +1,19 @@
-"""The loop every agent runs: no record is skipped, whatever fails.
+"""The loop every agent runs: records in batches, none skipped, whatever fails.
 
-Faust acks (and later commits) an event once the agent moves past it. So the loop
-moves past a record only when the record is done: handled, with everything it
-produced written to Kafka, or dead-lettered, with the dead letter written. When
-Kafka or the network is at fault the same record is handled again until it works;
-when the record itself is at fault it is dead-lettered. Nothing escapes the loop
-but cancellation, which must reach the worker so it can stop.
+Faust commits an offset once the event is acked. A stage holds a reference to
+each record (``incref``) until the record is done: handled, with everything it
+produced written to Kafka, or dead-lettered, with the dead letter written. Records
+are handled one by one as they arrive, but their outputs are flushed together,
+once per batch: when nothing more is waiting, or after ``BATCH_MAX`` records.
+Only then are they released, in offset order per partition, so a committed
+offset never passes a record that is not done.
+
+Part of a record's work may run beside the loop (deliver's SMTP sends): the
+handler returns it, and the record is released once it has finished and its
+outputs are written. When Kafka or the network is at fault the same record is
+handled again until it works; when the record itself is at fault it is
+dead-lettered. Nothing escapes the loop but cancellation, which must reach the
+worker so it can stop.
 """
 
 from __future__ import annotations
@@ -13,18 +21,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import (
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
-
+from preaviso.agents.outbox import Outbox as Outbox  # stages import it from here
+from preaviso.agents.outbox import backoff, failure_name, is_transient
 from preaviso.schemas.records import KEY_PREVIEW_BYTES, VALUE_PREVIEW_BYTES, DeadLetter
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -32,160 +36,17 @@ from preaviso.streams.codecs import encode
 
 log = logging.getLogger("preaviso.stage")
 
-EventHandler = Callable[[Any], Awaitable[None]]
+Beside = Awaitable[None]
+"""The rest of a record's work, to run beside the loop (a send in flight)."""
+EventHandler = Callable[[Any], Awaitable[Beside | None]]
 
 REASON_CHARS = 4000
-FIRST_DELAY = 0.1
-MAX_DELAY = 5.0
-
-RECORD_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when Kafka or the network, not the record, is at fault: retry, never dead-letter.
-
-    A dead letter is for a record that will fail again however often it is tried
-    (bad bytes, a wrong key, an unknown customer, an unsupported change, a bug).
-    Dead-lettering a record because Kafka hiccuped would put a good record where
-    only an operator replays it, and replaying a notice deliver had already sent
-    mails it twice. Retrying is safe, because handlers are idempotent (ledgers).
-
-    So every Kafka client error is transient, whether aiokafka marks it
-    ``retriable`` or not (a timeout, a moving leader, a closed connection, missing
-    rights: all heal or need an operator, and waiting loses nothing), except
-    "record too large", which no retry can fix. The network's own
-    ``ConnectionError`` and ``TimeoutError`` are transient too. Anything else is
-    about the record. Wrapped errors (Faust's ``ProducerSendError``) are judged
-    by their ``__cause__``.
-    """
-    for err in _causes(exc):
-        if isinstance(err, KafkaError):
-            return not isinstance(err, RECORD_TOO_LARGE)
-        if isinstance(err, ConnectionError | TimeoutError):
-            return True
-    return False
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    err: BaseException | None = exc
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.1 s doubling to 5 s."""
-    return min(MAX_DELAY, FIRST_DELAY * 2.0 ** min(max(attempt - 1, 0), 16))
-
-
-def failure_name(exc: BaseException) -> str:
-    """Exception class names along the cause chain: what logs may say (never values)."""
-    return " <- ".join(type(err).__name__ for err in _causes(exc))
-
-
-class SendInterruptedError(ConnectionError):
-    """A produce was cancelled before Kafka answered (the producer stopping): not the record."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None
-
-
-class Outbox:
-    """Records a stage produces for one input record; all written before that record is acked.
-
-    A send that fails for a transient reason is sent again here, in place, until
-    Kafka takes it: the handler is not run again for it, so deliver does not mail
-    twice because a receipt's first write timed out. A send that fails for a
-    reason about the record (too large) is raised.
-    """
-
-    def __init__(self, pipe: Pipeline, stage: str = "stage") -> None:
-        self._pipe = pipe
-        self.stage = stage
-        self.origin = "-"  # the input record, as topic[partition]@offset, for logs
-        self._pending: list[tuple[_Record, Awaitable[Any]]] = []
-
-    async def send(
-        self, spec: t.TopicSpec, key: bytes | None, value: bytes, partition: int | None = None
-    ) -> None:
-        record = _Record(self._pipe.topic_name(spec), key, value, partition)
-        self._pending.append((record, await self._produce(record)))
-
-    async def flush(self) -> None:
-        """Wait until every record sent since the last flush is written, re-sending as needed.
-
-        Every future is settled before this returns or raises, so nothing from one
-        input record is still in flight when the next one starts.
-        """
-        attempt = 0
-        while self._pending:
-            batch, self._pending = self._pending, []
-            outcomes = await _settle(future for _, future in batch)
-            failed = [
-                (rec, exc) for (rec, _), exc in zip(batch, outcomes, strict=True) if exc is not None
-            ]
-            if not failed:
-                return
-            for _, exc in failed:
-                if not is_transient(exc):
-                    raise exc
-            attempt += 1
-            self._retrying("writing to " + failed[0][0].topic, failed[0][1], attempt)
-            await asyncio.sleep(backoff(attempt))
-            for record, _ in failed:
-                self._pending.append((record, await self._produce(record)))
-
-    async def discard(self) -> None:
-        """After a failure: let whatever is still in flight settle, and forget it."""
-        batch, self._pending = self._pending, []
-        await _settle(future for _, future in batch)
-
-    async def _produce(self, record: _Record) -> Awaitable[Any]:
-        attempt = 0
-        while True:
-            try:
-                future: Awaitable[Any] = await self._pipe.app.producer.send(
-                    record.topic, record.key, record.value, record.partition, None, None
-                )
-                return future
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                attempt += 1
-                self._retrying("sending to " + record.topic, exc, attempt)
-                await asyncio.sleep(backoff(attempt))
-
-    def _retrying(self, what: str, exc: BaseException, attempt: int) -> None:
-        log.warning(
-            "stage %s: %s for %s failed (%s); retry %d in %.1fs",
-            self.stage,
-            what,
-            self.origin,
-            failure_name(exc),
-            attempt,
-            backoff(attempt),
-        )
-
-
-async def _settle(futures: Iterable[Awaitable[Any]]) -> list[Exception | None]:
-    """Wait for every future; the exception of each that failed, else None."""
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    outcomes: list[Exception | None] = []
-    for result in results:
-        if isinstance(result, Exception):
-            outcomes.append(result)
-        elif isinstance(result, BaseException):  # the future was cancelled, not this task
-            outcomes.append(SendInterruptedError("the send was cancelled before Kafka answered"))
-        else:
-            outcomes.append(None)
-    return outcomes
+BATCH_MAX = 500
+"""Records handled before their outputs are flushed, at the latest."""
+HELD_MAX = 5000
+"""Records held unreleased before the loop waits: done ones behind a slow one, in flight."""
+LINGER = 0.05
+"""Seconds the loop waits for a next record before it flushes what it holds anyway."""
 
 
 def _preview(data: bytes, limit: int) -> tuple[str, bool]:
@@ -225,54 +86,216 @@ def where(event: Any) -> str:
     return f"{msg.topic}[{msg.partition}]@{msg.offset}"
 
 
-class StageLoop:
-    """One stage's loop: each record handled, retried or dead-lettered, never skipped."""
+class _End:
+    """The stream ended (only ever in tests: a Faust stream does not end)."""
 
-    def __init__(self, stage: str, outbox: Outbox, handle: EventHandler) -> None:
+
+_END = _End()
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    event: Any
+    task: asyncio.Task[None] | None = None
+    error: BaseException | None = None  # the record failed after its handler returned
+
+    def finished(self) -> bool:
+        return self.task is None or self.task.done()
+
+
+def _tp(event: Any) -> tuple[str, int]:
+    return event.message.topic, event.message.partition
+
+
+def _nothing_waiting() -> int:
+    return 0
+
+
+class StageLoop:
+    """One stage's loop: records handled in batches, retried or dead-lettered, never skipped."""
+
+    def __init__(
+        self,
+        stage: str,
+        outbox: Outbox,
+        handle: EventHandler,
+        *,
+        batch_max: int = BATCH_MAX,
+        held_max: int = HELD_MAX,
+        linger: float = LINGER,
+    ) -> None:
         self.stage = stage
         self.outbox = outbox
         self.handle = handle
+        self.batch_max = batch_max
+        self.held_max = max(held_max, batch_max)
+        self.linger = linger
+        self._held: dict[tuple[str, int], deque[_Held]] = {}
+        self._by_event: dict[int, _Held] = {}
+        self._let_go_after: dict[tuple[str, int], tuple[Any, int]] = {}
+        self._lock = asyncio.Lock()
+        self._idle = False
+        self._soon: asyncio.Task[None] | None = None
 
-    async def run(self, events: AsyncIterable[Any]) -> None:
-        async for event in events:
-            await self.process(event)
+    @property
+    def held(self) -> int:
+        return len(self._by_event)
+
+    async def run(
+        self, events: AsyncIterable[Any], waiting: Callable[[], int] = _nothing_waiting
+    ) -> None:
+        """Handle every record of ``events``; ``waiting`` says how many are already fetched.
+
+        A batch ends when nothing is waiting (so no record waits for a flush while
+        the loop waits for the next one) or when it is full.
+        """
+        records = aiter(events)
+        try:
+            while True:
+                if self.held and (waiting() <= 0 or self.held >= self.batch_max):
+                    await self.complete()
+                    await self._bounded()
+                event = await self._next(records)
+                if isinstance(event, _End):
+                    break
+                await self.process(event)
+            while self.held:
+                await self._wait_beside()
+                await self.complete()
+        finally:
+            self._cancel_beside()
+
+    async def _next(self, records: Any) -> Any:
+        if not self.held:
+            return await anext(records, _END)
+        # Safety net: should the next record not come although one seemed to be
+        # waiting, what is held is flushed and released anyway.
+        timer = asyncio.get_running_loop().call_later(self.linger, self._complete_soon)
+        self._idle = True
+        try:
+            return await anext(records, _END)
+        finally:
+            self._idle = False
+            timer.cancel()
 
     async def process(self, event: Any) -> None:
-        """Return once the record is done; raises nothing but cancellation.
+        """Handle one record; it stays held until ``complete`` finds it done and written.
 
         Faust acks an event when its stream moves on, and also when the agent is
         torn down in the middle of it (a stop, a crash): the stream's generator acks
-        in a ``finally``, and the stop commits it, so a notice half sent at a SIGTERM
-        was skipped for good. Holding a reference to the message until the record is
-        done makes that last ack a no-op: an interrupted record is never committed.
+        in a ``finally``, and the stop commits it. Holding a reference to the
+        message until the record is done makes those acks no-ops.
         """
         event.message.incref()
-        await self._process(event)
-        event.ack()  # drop our reference; the stream's own ack then completes it
+        async with self._lock:
+            tp = _tp(event)
+            entry = _Held(event)
+            self._held.setdefault(tp, deque()).append(entry)
+            self._by_event[id(event)] = entry
+            self.outbox.current = event
+            self.outbox.origin = where(event)
+            try:
+                beside = await self.handle(event)
+            except Exception as exc:
+                await self.outbox.discard(event)
+                await self._alone(event, exc)
+                return
+            if beside is not None:
+                entry.task = asyncio.ensure_future(self._beside(entry, beside))
+                entry.task.add_done_callback(self._on_beside_done)
 
-    async def _process(self, event: Any) -> None:
+    async def _beside(self, entry: _Held, work: Beside) -> None:
+        try:
+            await work
+        except Exception as exc:
+            entry.error = exc
+
+    def _on_beside_done(self, _: object) -> None:
+        if self._idle:
+            self._complete_soon()
+
+    async def complete(self) -> None:
+        """Flush every output, then release the records that are done, in order per partition.
+
+        Only records done before the flush began are released: their outputs were
+        all in it. A record whose work failed is handled again alone (retried, or
+        dead-lettered) before it is released.
+        """
+        async with self._lock:
+            done = {id(entry) for entry in self._by_event.values() if entry.finished()}
+            await self._flush()
+            for tp, queue in self._held.items():
+                while queue and id(queue[0]) in done:
+                    entry = queue.popleft()
+                    del self._by_event[id(entry.event)]
+                    if entry.error is not None:
+                        await self._alone(entry.event, entry.error)
+                    self._release(tp, entry.event)
+
+    def _release(self, tp: tuple[str, int], event: Any) -> None:
+        """Drop our reference; once a record was let go, those after it are let go too.
+
+        A record is let go (``message.acked`` set, never acked) when the worker stops
+        or rebalances while it waits; Faust then commits below it. Acking a later
+        record of the same partition would let the commit pass over it. Records read
+        again after the rebalance (an offset not above it, or a new generation) are
+        released as usual.
+        """
+        msg = event.message
+        generation = getattr(msg, "generation_id", None)
+        marker = self._let_go_after.get(tp)
+        if marker is not None and (marker[0] != generation or msg.offset <= marker[1]):
+            del self._let_go_after[tp]
+            marker = None
+        if marker is None and getattr(msg, "acked", False):
+            self._let_go_after[tp] = (generation, msg.offset)
+        elif marker is not None:
+            msg.acked = True
+        self.outbox.unclaim(event)
+        event.ack()
+
+    async def _flush(self) -> None:
+        for event_id, (_, exc) in (await self.outbox.flush()).items():
+            entry = self._by_event.get(event_id)
+            if entry is not None:
+                entry.error = exc
+
+    async def _alone(self, event: Any, error: BaseException | None) -> None:
+        """One record on its own, until it is done: retried while transient, else dead-lettered."""
+        self.outbox.current = event
         self.outbox.origin = where(event)
         attempt = 0
         while True:
-            try:
-                await self.handle(event)
-                await self.outbox.flush()
+            if error is None:
+                try:
+                    beside = await self.handle(event)
+                    if beside is not None:
+                        await beside
+                    failed = await self.outbox.flush()
+                except Exception as exc:
+                    await self.outbox.discard(event)
+                    error = exc
+                else:
+                    for event_id, (_, refused) in failed.items():
+                        if event_id != id(event) and event_id in self._by_event:
+                            self._by_event[event_id].error = refused
+                    if id(event) not in failed:
+                        return
+                    error = failed[id(event)][1]
+            if not is_transient(error):
+                await self.dead_letter(event, error)
                 return
-            except Exception as exc:
-                await self.outbox.discard()
-                if not is_transient(exc):
-                    await self.dead_letter(event, exc)
-                    return
-                attempt += 1
-                log.warning(
-                    "stage %s: %s failed (%s); handling it again, retry %d in %.1fs",
-                    self.stage,
-                    self.outbox.origin,
-                    failure_name(exc),
-                    attempt,
-                    backoff(attempt),
-                )
-                await asyncio.sleep(backoff(attempt))
+            attempt += 1
+            log.warning(
+                "stage %s: %s failed (%s); handling it again, retry %d in %.1fs",
+                self.stage,
+                where(event),
+                failure_name(error),
+                attempt,
+                backoff(attempt),
+            )
+            await asyncio.sleep(backoff(attempt))
+            error = None
 
     async def dead_letter(self, event: Any, exc: BaseException) -> None:
         """Write the dead letter, retrying for as long as it takes: until then, no moving on."""
@@ -281,15 +304,17 @@ class StageLoop:
             try:
                 letter = dead_letter_for(event, self.stage, exc)
                 key = event.message.key if not letter.key_truncated else None
-                await self.outbox.send(t.DEAD_LETTERS, key, encode(letter))
-                await self.outbox.flush()
+                await self.outbox.send(t.DEAD_LETTERS, key, encode(letter), event=event)
+                failed = await self.outbox.flush()
+                if id(event) in failed:
+                    raise failed[id(event)][1]
             except Exception as write_exc:
-                await self.outbox.discard()
+                await self.outbox.discard(event)
                 attempt += 1
                 log.warning(
                     "stage %s: cannot write the dead letter for %s (%s); retry %d in %.1fs",
                     self.stage,
-                    self.outbox.origin,
+                    where(event),
                     failure_name(write_exc),
                     attempt,
                     backoff(attempt),
@@ -298,9 +323,43 @@ class StageLoop:
                 continue
             # The reason stays in the dead letter: it may quote values, logs must not.
             log.warning(
-                "stage %s: dead-lettered %s: %s", self.stage, self.outbox.origin, letter.error_type
+                "stage %s: dead-lettered %s: %s", self.stage, where(event), letter.error_type
             )
             return
+
+    async def _bounded(self) -> None:
+        """Wait while too many records are held (a slow send at the head of a partition)."""
+        while self.held >= self.held_max and await self._wait_beside(first=True):
+            await self.complete()
+
+    async def _wait_beside(self, *, first: bool = False) -> bool:
+        tasks = [e.task for e in self._by_event.values() if e.task is not None and not e.finished()]
+        if tasks:
+            await asyncio.wait(tasks, return_when="FIRST_COMPLETED" if first else "ALL_COMPLETED")
+        return bool(tasks)
+
+    def _complete_soon(self) -> None:
+        if self._soon is None or self._soon.done():
+            self._soon = asyncio.ensure_future(self._complete_quietly())
+
+    async def _complete_quietly(self) -> None:
+        try:
+            await self.complete()
+        except Exception:  # a bug: the records stay held (stalled, not lost), and it is logged
+            log.exception("stage %s: releasing records failed", self.stage)
+
+    def _cancel_beside(self) -> None:
+        for entry in self._by_event.values():
+            if entry.task is not None:
+                entry.task.cancel()
+        if self._soon is not None:
+            self._soon.cancel()
+
+
+def _waiting(stream: Any) -> int:
+    """Records Faust has fetched for this stream that the loop has not taken yet."""
+    queue = getattr(getattr(stream, "channel", None), "queue", None)
+    return queue.qsize() if queue is not None else 0
 
 
 def run_stage(
@@ -308,17 +367,20 @@ def run_stage(
     source: t.TopicSpec,
     stage: str,
     on_event: Callable[[Outbox], EventHandler],
+    *,
+    batch_max: int = BATCH_MAX,
 ) -> Any:
     """Register one agent (concurrency 1) that runs a handler over each record of ``source``.
 
-    Records are taken one at a time with ``stream.events()``: Faust's batching
-    (``take``/``take_events``) was seen to strand the last records of a burst here,
-    a known upstream bug, and a notice must never be stranded.
+    Records are taken one at a time with ``stream.events()`` and batched here:
+    Faust's own batching (``take``/``take_events``) was seen to strand the last
+    records of a burst, a known upstream bug, and a notice must never be stranded.
     """
     outbox = Outbox(pipe, stage)
 
     async def agent(stream: Any) -> None:
-        await StageLoop(stage, outbox, on_event(outbox)).run(stream.events())
+        loop = StageLoop(stage, outbox, on_event(outbox), batch_max=batch_max)
+        await loop.run(stream.events(), lambda: _waiting(stream))
 
     agent.__name__ = agent.__qualname__ = f"stage_{stage.replace('-', '_')}"  # names it in logs
     return pipe.app.agent(pipe.topics[source.name], name=stage, concurrency=1)(agent)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import errors as kafka_errors
-from faust.exceptions import ProducerSendError
 
+from preaviso.agents import outbox as outbox_module
 from preaviso.agents import stage
 from preaviso.agents.audience import UnsupportedChangeError
 from preaviso.agents.directory import KeyMismatchError
@@ -23,102 +23,15 @@ from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import DecodeError, decode, encode
-
-SOURCE = "t.ownerships"
-OUTPUT = "t.ownerships-by-sku"
-LETTERS = "t.dead-letters"
-
-
-def wrapped(cause: Exception) -> ProducerSendError:
-    """What Faust raises from ``producer.send``: its own error, caused by aiokafka's."""
-    try:
-        raise ProducerSendError(f"Error while sending: {cause!r}") from cause
-    except ProducerSendError as exc:
-        return exc
-
-
-class FakeProducer:
-    """Kafka as the outbox sees it, with scripted faults per topic.
-
-    ``refuse`` makes the next ``send`` calls raise; ``fail`` makes the futures of the
-    next sends fail; ``slow`` settles a topic's futures only after that many seconds.
-    Every outcome is logged in ``history``, next to the handler's calls.
-    """
-
-    def __init__(self, history: list[str]) -> None:
-        self.history = history
-        self.refuse: dict[str, list[Exception]] = {}
-        self.fail: dict[str, list[BaseException]] = {}
-        self.slow: dict[str, float] = {}
-        self.futures: list[asyncio.Future[None]] = []
-        self.written: list[tuple[str, bytes | None, bytes]] = []
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-    ) -> asyncio.Future[None]:
-        if self.refuse.get(topic):
-            self.history.append(f"refused {topic}")
-            raise self.refuse[topic].pop(0)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fault = self.fail[topic].pop(0) if self.fail.get(topic) else None
-
-        def settle() -> None:
-            if isinstance(fault, asyncio.CancelledError):
-                self.history.append(f"failed {topic}")
-                future.cancel()
-            elif fault is not None:
-                self.history.append(f"failed {topic}")
-                future.set_exception(fault)
-            else:
-                self.history.append(f"wrote {topic}")
-                self.written.append((topic, key, value))
-                future.set_result(None)
-
-        if topic in self.slow:
-            asyncio.get_running_loop().call_later(self.slow[topic], settle)
-        else:
-            settle()
-        self.futures.append(future)
-        return future
-
-    def on(self, topic: str) -> list[tuple[bytes | None, bytes]]:
-        return [(key, value) for name, key, value in self.written if name == topic]
-
-
-class FakeMessage(SimpleNamespace):
-    """Faust's message refcount: the consumer may commit it only once it reaches 0."""
-
-    refcount = 1
-
-    def incref(self) -> None:
-        self.refcount += 1
-
-
-class FakeEvent(SimpleNamespace):
-    acks = 0
-
-    def ack(self) -> bool:
-        self.acks += 1
-        self.message.refcount -= 1
-        return self.message.refcount == 0
-
-
-def record(offset: int, value: bytes = b"{}", key: bytes | None = b"C1") -> Any:
-    return FakeEvent(
-        message=FakeMessage(key=key, value=value, topic=SOURCE, partition=0, offset=offset)
-    )
-
-
-async def stream(*events: Any) -> AsyncIterator[Any]:
-    for event in events:
-        yield event
-
+from tests.unit.stage_fakes import (
+    LETTERS,
+    OUTPUT,
+    SOURCE,
+    FakeProducer,
+    record,
+    stream,
+    wrapped,
+)
 
 Handler = Callable[[Outbox, Any, int], Awaitable[None]]
 
@@ -157,6 +70,7 @@ async def forward(outbox: Outbox, event: Any, call: int) -> None:
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage, "backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(outbox_module, "backoff", lambda attempt: 0.0)
 
 
 # -- which failures are retried ------------------------------------------------------------
@@ -395,8 +309,10 @@ async def test_a_failed_flush_has_let_every_other_write_settle() -> None:
     await outbox.send(t.OWNERSHIPS_BY_SKU, b"a", b"too big")
     await outbox.send(t.IMPACTS, b"b", b"slow but fine")
 
-    with pytest.raises(kafka_errors.MessageSizeTooLargeError):
-        await outbox.flush()
+    failed = await outbox.flush()
+
+    [(_, exc)] = failed.values()
+    assert isinstance(exc, kafka_errors.MessageSizeTooLargeError)
 
     assert all(future.done() for future in producer.futures)
     await outbox.send(t.OWNERSHIPS_BY_SKU, b"c", b"next record")
