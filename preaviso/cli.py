@@ -1,16 +1,18 @@
-"""The `preaviso` command: worker, publish, demo."""
+"""The `preaviso` command: worker, publish, synth, demo."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from preaviso.mail import SmtpUnreachableError
 from preaviso.settings import Settings
@@ -64,6 +66,15 @@ def worker(
         raise fail(exc) from exc
 
 
+ShowProgress = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Show a progress bar on stderr (default: only when stderr is a terminal).",
+    ),
+]
+
+
 @app.command()
 def publish(
     file: Annotated[str, typer.Argument(help="JSON Lines, a JSON object or array; - for stdin.")],
@@ -95,6 +106,52 @@ def publish(
     for topic, n in sorted(counts.items()):
         out.print(f"{n:>7} → {topic}", highlight=False)
     out.print(f"published {sum(counts.values())} event(s)", highlight=False)
+
+
+@app.command()
+def synth(
+    out_file: Annotated[
+        str, typer.Option("--out", help="The JSON Lines file to write; - for standard output.")
+    ],
+    customers: Annotated[int, typer.Option(min=0, help="How many customers.")] = 1000,
+    ownerships_per_customer: Annotated[
+        float, typer.Option(min=0, help="Mean purchases per customer (Poisson).")
+    ] = 3.0,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 7,
+    progress: ShowProgress = None,
+) -> None:
+    """Write a realistic synthetic directory as JSON Lines: each customer, then their purchases."""
+    from preaviso.progress import progress_bar
+    from preaviso.synth import SynthSpec, write
+
+    spec = SynthSpec(customers, ownerships_per_customer, seed)
+    started = time.monotonic()
+    try:
+        with progress_bar("customers", customers, show=progress) as bar:
+            if out_file == "-":
+                totals = write(spec, sys.stdout.buffer, bar)
+                sys.stdout.buffer.flush()
+            else:
+                with Path(out_file).open("wb") as f:
+                    totals = write(spec, f, bar)
+    except OSError as exc:
+        err.print(
+            f"[red]error:[/] cannot write {escape(out_file)}: {exc.strerror or exc}", soft_wrap=True
+        )
+        raise typer.Exit(1) from exc
+    elapsed = time.monotonic() - started
+    err.print(
+        f"wrote {totals.customers:,} customers and {totals.ownerships:,} ownerships "
+        f"({totals.lines:,} lines, {totals.bytes / 1e6:,.1f} MB) to {out_file} in {elapsed:.1f}s "
+        f"({totals.lines / max(elapsed, 1e-9):,.0f} lines/s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    top = sorted(totals.owners.items(), key=lambda kv: -kv[1])[:5]
+    regions = sorted(totals.regions.items(), key=lambda kv: -kv[1])[:5]
+    for label, counts in (("most owned SKUs", top), ("largest regions", regions)):
+        summary = ", ".join(f"{k} {v:,}" for k, v in counts)
+        err.print(f"{label}: {summary}", highlight=False, soft_wrap=True)
 
 
 @app.command()
