@@ -6,6 +6,8 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -75,37 +77,79 @@ ShowProgress = Annotated[
 ]
 
 
-@app.command()
-def publish(
-    file: Annotated[str, typer.Argument(help="JSON Lines, a JSON object or array; - for stdin.")],
-) -> None:
-    """Validate every event in FILE, then publish them all (or none if any is invalid)."""
-    from preaviso.publish import parse_events
-    from preaviso.publish import publish as send
-
-    if file == "-":
-        text = sys.stdin.read()
-    else:
+@contextmanager
+def _input_file(file: str) -> Iterator[Path]:
+    """The file to publish; standard input is spooled to a temporary file to be read twice."""
+    if file != "-":
         path = Path(file)
         if not path.is_file():
             err.print(f"[red]error:[/] {file}: no such file")
             raise typer.Exit(2)
-        text = path.read_text(encoding="utf-8")
-    events, errors = parse_events(text)
-    if errors:
-        for e in errors:
-            err.print(f"{file}: {e}", markup=False, highlight=False, soft_wrap=True)
-        err.print(f"[red]nothing published:[/] {len(errors)} invalid event(s); fix them and retry")
-        raise typer.Exit(2)
-    settings = load_settings()
-    quiet_clients()
-    try:
-        counts = asyncio.run(send(settings, events))
-    except (KafkaUnreachableError, TopicMismatchError) as exc:
-        raise fail(exc) from exc
+        yield path
+        return
+    from preaviso.publish import spooled
+
+    with spooled(sys.stdin.buffer) as path:
+        yield path
+
+
+@app.command()
+def publish(
+    file: Annotated[str, typer.Argument(help="JSON Lines, a JSON object or array; - for stdin.")],
+    progress: ShowProgress = None,
+) -> None:
+    """Validate every event in FILE, then publish them all (or none if any is invalid).
+
+    JSON Lines are streamed twice (check, then send) in flat memory; standard input
+    is first copied to a temporary file.
+    """
+    from aiokafka.errors import KafkaError
+
+    from preaviso.progress import progress_bar
+    from preaviso.publish import Events, InputChangedError, check, records, send
+
+    with _input_file(file) as path:
+        events = Events.from_path(path)
+        started = time.monotonic()
+        with progress_bar("checking", path.stat().st_size, show=progress, in_bytes=True) as bar:
+            checked = check(events, on_progress=bar)
+        if checked.invalid:
+            for e in checked.errors:
+                err.print(f"{file}: {e}", markup=False, highlight=False, soft_wrap=True)
+            if checked.invalid > len(checked.errors):
+                err.print(f"… and {checked.invalid - len(checked.errors)} more not shown")
+            err.print(
+                f"[red]nothing published:[/] {checked.invalid} invalid event(s); fix them and retry"
+            )
+            raise typer.Exit(2)
+        checked_in = time.monotonic() - started
+        settings = load_settings()
+        quiet_clients()
+        started = time.monotonic()
+        try:
+            with progress_bar("publishing", checked.events, show=progress) as bar:
+                counts = asyncio.run(send(settings, records(events, checked), on_sent=bar))
+        except (KafkaUnreachableError, TopicMismatchError, InputChangedError) as exc:
+            raise fail(exc) from exc
+        except KafkaError as exc:
+            err.print(
+                f"[red]error:[/] publishing stopped: {escape(repr(exc))}. Some events may have "
+                "been published; publishing the same file again is safe for events with an "
+                "event_id.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from exc
+    elapsed = time.monotonic() - started
     for topic, n in sorted(counts.items()):
         out.print(f"{n:>7} → {topic}", highlight=False)
-    out.print(f"published {sum(counts.values())} event(s)", highlight=False)
+    total = sum(counts.values())
+    out.print(f"published {total} event(s)", highlight=False)
+    err.print(
+        f"checked in {checked_in:.1f}s, published in {elapsed:.1f}s "
+        f"({total / max(elapsed, 1e-9):,.0f} events/s)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
