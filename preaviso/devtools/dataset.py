@@ -47,6 +47,10 @@ LAST = [
     "Castro",
     "Taylor",
 ]
+FIRST_EN = ("Emma", "Oliver", "Olivia", "Jack")
+"""The English first names of ``FIRST``; the others are Spanish."""
+LAST_EN = ("O'Brien", "Smith", "Jones", "Taylor")
+"""The English surnames of ``LAST``; the others are Spanish."""
 REGIONS = ["ES-MD", "ES-CT", "ES-AN", "ES-VC", "ES-PV", "GB-LND"]
 PRODUCTS = [
     ("DW400-W", "Lavavajillas Serie 4 DW-400 blanco"),
