@@ -21,32 +21,26 @@ class DirectoryEntry(Contract):
     customer: CustomerUpserted
 
 
-class Owners(Contract):
-    """Everyone who owns one SKU: the table keyed by SKU that spares a full scan."""
-
-    by_customer: dict[str, OwnedProduct] = {}
-
-
 def newer(current: DirectoryEntry | None, incoming: CustomerUpserted) -> bool:
     """Last writer by ``occurred_at`` wins, so a replayed old upsert cannot undo a newer one."""
     return current is None or incoming.occurred_at >= current.customer.occurred_at
 
 
-def add_owner(owners: Owners | None, event: OwnershipRecorded) -> Owners:
-    entries = dict(owners.by_customer) if owners else {}
-    entries[event.customer_id] = OwnedProduct(
+def owned_product(event: OwnershipRecorded) -> OwnedProduct:
+    """What the ``owners`` table keeps of a purchase, under key ``sku 0x1F customer_id``."""
+    return OwnedProduct(
         sku=event.sku, product_name=event.product_name, purchase_date=event.purchase_date
     )
-    return Owners(by_customer=entries)
 
 
 def discontinuation_impacts(
-    event: ProductDiscontinued, sku: str, owners: Owners | None
+    event: ProductDiscontinued, sku: str, owners: Iterable[tuple[str, OwnedProduct]]
 ) -> Iterator[Impact]:
-    """One impact per customer who owns ``sku`` of a discontinued model."""
-    if owners is None:
-        return
-    for customer_id, product in sorted(owners.by_customer.items()):
+    """One impact per ``(customer_id, product)`` owning ``sku`` of a discontinued model.
+
+    In the order given: the stage passes the owners in the order of their ids.
+    """
+    for customer_id, product in owners:
         yield Impact(
             notice_id=notice_id_for(event.event_id, customer_id),
             kind=ImpactKind.DISCONTINUATION,

@@ -1,15 +1,24 @@
-"""Audience stages: from a change to one impact per affected customer."""
+"""Audience stages: from a change to one impact per affected customer.
+
+Each stage reads only the table entries that can match, on its own partition
+(``streams/scan.py``): a discontinuation the owners of one SKU, a policy the
+customers of this partition (all of them, or those of the regions in scope).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from preaviso.agents.stage import EventHandler, Outbox, run_stage
-from preaviso.audience import DirectoryEntry, Owners, discontinuation_impacts, policy_impacts
+from preaviso.audience import DirectoryEntry, discontinuation_impacts, policy_impacts
 from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
+from preaviso.schemas.records import OwnedProduct
+from preaviso.streams import keys
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_upstream, encode
+from preaviso.streams.scan import scan_prefix
 
 
 class UnsupportedChangeError(ValueError):
@@ -18,6 +27,7 @@ class UnsupportedChangeError(ValueError):
 
 def register(pipe: Pipeline) -> None:
     customers = pipe.tables["customers"]
+    by_region = pipe.tables["customers-by-region"]
     owners = pipe.tables["owners"]
     partitions = pipe.settings.partitions
 
@@ -42,8 +52,7 @@ def register(pipe: Pipeline) -> None:
         async def handle(event: Any) -> None:
             change = decode(ProductDiscontinued, event.message.value)
             sku = (event.message.key or b"").decode()
-            raw = owners.get(event.message.key)
-            found = decode(Owners, raw) if raw is not None else None
+            found = owners_of(owners, sku, event.message.partition)
             for impact in discontinuation_impacts(change, sku, found):
                 await outbox.send(t.IMPACTS, impact.customer_id.encode(), encode(impact))
 
@@ -52,8 +61,9 @@ def register(pipe: Pipeline) -> None:
     def customers_in_scope(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
             change = decode(PolicyChanged, event.message.value)
-            entries = (decode(DirectoryEntry, raw) for raw in customers.values())
-            for impact in policy_impacts(change, entries, event.message.partition):
+            partition = event.message.partition
+            found = candidates(customers, by_region, change, partition)
+            for impact in policy_impacts(change, found, partition):
                 await outbox.send(t.IMPACTS, impact.customer_id.encode(), encode(impact))
 
         return handle
@@ -61,3 +71,32 @@ def register(pipe: Pipeline) -> None:
     run_stage(pipe, t.CHANGES, "audience-router", route_change)
     run_stage(pipe, t.DISCONTINUED_SKUS, "audience-discontinued", owners_of_sku)
     run_stage(pipe, t.POLICY_FANOUT, "audience-policy", customers_in_scope)
+
+
+def owners_of(owners: Any, sku: str, partition: int) -> Iterator[tuple[str, OwnedProduct]]:
+    """The SKU's owners in the order of their ids: one prefix scan, O(owners of the SKU)."""
+    group = keys.prefix(sku.encode())
+    for key, raw in scan_prefix(owners, partition, group):
+        yield keys.member(key, group).decode(), decode(OwnedProduct, raw)
+
+
+def candidates(
+    customers: Any, by_region: Any, change: PolicyChanged, partition: int
+) -> Iterator[DirectoryEntry]:
+    """The customers of ``partition`` who can be in scope, and no others.
+
+    All customers: the partition's own store, read whole. Some regions: the
+    ``customers-by-region`` entries of each region, then each customer's entry
+    (a point read); an index entry whose customer has since moved is skipped.
+    """
+    if change.scope.all_customers:
+        for _, raw in scan_prefix(customers, partition, b""):
+            yield decode(DirectoryEntry, raw)
+        return
+    for region in sorted(set(change.scope.regions)):
+        group = keys.prefix(region.encode())
+        for key, _ in scan_prefix(by_region, partition, group):
+            raw = customers.get(keys.member(key, group))
+            entry = decode(DirectoryEntry, raw) if raw is not None else None
+            if entry is not None and entry.customer.region == region:
+                yield entry

@@ -1,7 +1,9 @@
 """Directory stages: customers and what they own, kept in tables that survive restarts.
 
 Upstream records are re-keyed through the worker's own topics before any table
-holds them, so the tables never depend on how the publisher partitioned.
+holds them, so the tables never depend on how the publisher partitioned. Faust
+writes a table entry (and its changelog record) to the partition of the event being
+handled, whatever its key hashes to: composite keys stay with the record's partition.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from preaviso.agents.stage import EventHandler, Outbox, run_stage
-from preaviso.audience import DirectoryEntry, Owners, add_owner, newer
+from preaviso.audience import DirectoryEntry, newer, owned_product
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded
+from preaviso.streams import keys
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_expected, encode
@@ -18,6 +21,7 @@ from preaviso.streams.codecs import decode, decode_expected, encode
 
 def register(pipe: Pipeline) -> None:
     customers = pipe.tables["customers"]
+    by_region = pipe.tables["customers-by-region"]
     owners = pipe.tables["owners"]
 
     def repartition_customer(outbox: Outbox) -> EventHandler:
@@ -31,15 +35,10 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    def upsert_customer(_: Outbox) -> EventHandler:
+    def keep_customer(_: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
             customer = decode(CustomerUpserted, event.message.value)
-            key = customer.customer_id.encode()
-            raw = customers.get(key)
-            current = decode(DirectoryEntry, raw) if raw is not None else None
-            if newer(current, customer):
-                entry = DirectoryEntry(partition=event.message.partition, customer=customer)
-                customers[key] = encode(entry)
+            upsert_customer(customers, by_region, customer, event.message.partition)
 
         return handle
 
@@ -51,20 +50,51 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    def index_owner(_: Outbox) -> EventHandler:
+    def keep_owner(_: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
-            ownership = decode(OwnershipRecorded, event.message.value)
-            key = ownership.sku.encode()
-            raw = owners.get(key)
-            current = decode(Owners, raw) if raw is not None else None
-            owners[key] = encode(add_owner(current, ownership))
+            record_owner(owners, decode(OwnershipRecorded, event.message.value))
 
         return handle
 
     run_stage(pipe, t.CUSTOMERS, "directory-customers", repartition_customer)
-    run_stage(pipe, t.CUSTOMERS_BY_ID, "directory-entries", upsert_customer)
+    run_stage(pipe, t.CUSTOMERS_BY_ID, "directory-entries", keep_customer)
     run_stage(pipe, t.OWNERSHIPS, "directory-ownerships", repartition_ownership)
-    run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", index_owner)
+    run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", keep_owner)
+
+
+def upsert_customer(
+    customers: Any, by_region: Any, customer: CustomerUpserted, partition: int
+) -> None:
+    """Keep the newest upsert in ``customers`` and its region in ``customers-by-region``.
+
+    O(1): one read, at most one delete and two writes. The index entry is written
+    before the customer's entry and whenever it is missing, so a replay after a crash
+    between the two writes completes it. A stale entry under an old region (a crash
+    between the delete and the rest) is harmless: audience-policy checks the region
+    in ``customers``, the truth, before it counts a customer.
+    """
+    key = customer.customer_id.encode()
+    raw = customers.get(key)
+    current = decode(DirectoryEntry, raw) if raw is not None else None
+    if not newer(current, customer):
+        return
+    if current is not None and current.customer.region != customer.region:
+        old = keys.key(current.customer.region.encode(), key)
+        if old in by_region:
+            del by_region[old]  # a tombstone on the changelog
+    new = keys.key(customer.region.encode(), key)
+    if new not in by_region:
+        by_region[new] = keys.MARK
+    customers[key] = encode(DirectoryEntry(partition=partition, customer=customer))
+
+
+def record_owner(owners: Any, ownership: OwnershipRecorded) -> None:
+    """One entry per (SKU, customer): one write, no read, whatever the SKU's other owners.
+
+    The same pair recorded again overwrites its entry: the last one recorded wins.
+    """
+    key = keys.key(ownership.sku.encode(), ownership.customer_id.encode())
+    owners[key] = encode(owned_product(ownership))
 
 
 class KeyMismatchError(ValueError):

@@ -56,7 +56,7 @@ UPSTREAM_TOPICS = (CUSTOMERS, OWNERSHIPS, CHANGES)
 DIRECTORY_TOPICS = (CUSTOMERS, OWNERSHIPS, CUSTOMERS_BY_ID, OWNERSHIPS_BY_SKU)
 """What the worker reads to build its directory: their lag at 0 means it is loaded."""
 
-TABLES = ("customers", "owners", "issued", "delivered")
+TABLES = ("customers", "customers-by-region", "owners", "issued", "delivered")
 """The worker's tables; each is backed by a compacted changelog topic."""
 
 

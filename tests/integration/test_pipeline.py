@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import timedelta
 from email.utils import parseaddr
 
 import pytest
@@ -13,9 +14,11 @@ from aiokafka import AIOKafkaProducer
 from preaviso.audience import expected_recipients
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import read_mails as mails
+from preaviso.schemas.events import CustomerUpserted
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle
+from tests import oracle
 from tests.integration.conftest import Stack
 from tests.integration.helpers import cli, jsonl, read_topic, records_as_json, wait_for
 
@@ -97,6 +100,45 @@ def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(stack: Sta
         assert "3 años" in html.get_content() or "3 años" in html.get_content().replace(
             "&nbsp;", " "
         )
+
+
+def moved(customer: CustomerUpserted, region: str) -> CustomerUpserted:
+    return customer.model_copy(
+        update={
+            "event_id": f"{customer.event_id}-moved",
+            "occurred_at": customer.occurred_at + timedelta(days=1),
+            "region": region,
+        }
+    )
+
+
+def test_a_customer_who_moved_region_hears_of_a_regional_policy_only_if_moved_into_scope(
+    stack: Stack,
+) -> None:
+    stack.start_worker()
+    publish_directory(stack)
+    change = dataset.warranty_change("policy-it-moves")  # ES-CT and ES-AN
+    leaves = next(c for c in CUSTOMERS if c.region == "ES-CT")
+    joins = next(c for c in CUSTOMERS if c.region not in change.scope.regions)
+    moves = [moved(leaves, "GB-LND"), moved(joins, "ES-AN")]
+    assert cli(stack.settings, "publish", "-", stdin=jsonl(moves)).returncode == 0
+    names = [stack.settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
+    asyncio.run(wait_idle(stack.settings, names, within=90))
+    # The oracle, written apart from the code: the newest upsert per customer decides.
+    in_scope = oracle.affected(
+        [c.model_dump(mode="json") for c in [*CUSTOMERS, *moves]],
+        [],
+        change.model_dump(mode="json"),
+    )
+    assert joins.customer_id in in_scope
+    assert leaves.customer_id not in in_scope
+
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
+    wait_for_mails(stack, len(in_scope))
+    consumed = [stack.settings.topic(s.name) for s in (t.POLICY_FANOUT, t.IMPACTS, t.NOTICES)]
+    asyncio.run(wait_idle(stack.settings, consumed, within=90))
+
+    assert recipients(stack) == emails_of(in_scope)
 
 
 def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: Stack) -> None:

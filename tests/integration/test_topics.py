@@ -18,7 +18,13 @@ EVENT = (
     '{"type": "CustomerUpserted", "customer_id": "C1", "email": "a@example.com",'
     ' "name": "Ana", "region": "ES-MD"}'
 )
-TABLES = ("customers", "owners", "issued", "delivered")  # written out: the contract
+TABLES = (  # written out: the contract
+    "customers",
+    "customers-by-region",
+    "owners",
+    "issued",
+    "delivered",
+)
 
 
 def settings_for(kafka_bootstrap: str, topic_prefix: str) -> Settings:

@@ -14,7 +14,7 @@ from preaviso.agents import deliver
 from preaviso.agents.deliver import send_notice
 from preaviso.agents.notify import compose_notice
 from preaviso.agents.stage import dead_letter_for
-from preaviso.audience import add_owner, discontinuation_impacts
+from preaviso.audience import discontinuation_impacts, owned_product
 from preaviso.devtools import dataset
 from preaviso.mail import MemoryTransport, SmtpTemporaryError
 from preaviso.render import Renderer
@@ -34,7 +34,9 @@ def a_notice() -> Notice:
     customer = next(c for c in PEOPLE if c.customer_id == ownership.customer_id)
     impact = next(
         discontinuation_impacts(
-            dataset.dishwasher_discontinued(), "DW400-W", add_owner(None, ownership)
+            dataset.dishwasher_discontinued(),
+            "DW400-W",
+            [(ownership.customer_id, owned_product(ownership))],
         )
     )
     return compose_notice(impact, customer, Renderer("Example Appliances"), SETTINGS, NOW)
