@@ -20,6 +20,7 @@ from functools import lru_cache
 from types import MappingProxyType
 
 from preaviso.mail.errors import HeaderInjectionError, InvalidAddressError, MessageError
+from preaviso.schemas.base import UNSAFE_IN_LINE
 
 __all__ = ["build_message", "make_message_id", "parse_mailbox"]
 
@@ -29,9 +30,6 @@ _MAX_WORD = 75  # RFC 2047: an encoded-word is at most 75 characters
 _WORD_OVERHEAD = len("=?utf-8?q?") + len("?=")
 _MIN_WORD = _WORD_OVERHEAD + 12  # room for the widest character, Q-encoded
 
-# C0 and C1 controls, DEL, Unicode line/paragraph separators and lone surrogates: none of
-# them may reach a header (some parsers split lines on them).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
 _DOT_ATOM = rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
@@ -138,7 +136,7 @@ def build_message(
         "MIME-Version: 1.0",
     ]
     for name, value in extra_headers.items():
-        if _UNSAFE.search(name):
+        if UNSAFE_IN_LINE.search(name):
             raise HeaderInjectionError(repr(name))  # repr: never echo a raw CR/LF
         if not _FIELD_NAME.fullmatch(name):
             raise MessageError(f"{name!r} is not a valid header name", header=name)
@@ -171,7 +169,7 @@ def build_message(
 
 
 def _check_value(header: str, value: str) -> None:
-    if _UNSAFE.search(value):
+    if UNSAFE_IN_LINE.search(value):
         raise HeaderInjectionError(header)
 
 

@@ -23,6 +23,7 @@ from jinja2 import (
 from markupsafe import Markup
 
 from preaviso.render.why import explain
+from preaviso.schemas.base import UNSAFE_IN_LINE
 from preaviso.schemas.events import CustomerUpserted, Locale, PolicyKind
 from preaviso.schemas.records import Impact, ImpactKind
 
@@ -43,8 +44,6 @@ _POLICY_TOPICS: dict[Locale, dict[PolicyKind, str]] = {
     },
 }
 
-# A header line must never carry CR/LF (header injection) nor any other control.
-_SUBJECT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Bodies keep line breaks and tabs; other controls only garble mail clients.
 _BODY_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NEWLINES = re.compile(r"\r\n?|[\u2028\u2029\x85]")
@@ -200,7 +199,7 @@ def _clean_text(value: str) -> str:
 
 def _one_line(raw: str) -> str:
     """A rendered subject, refused if it would break the header it is placed in."""
-    if _SUBJECT_FORBIDDEN.search(raw.strip()):
+    if UNSAFE_IN_LINE.search(raw.strip()):
         raise ValueError(f"subject must be one line without control characters: {raw!r}")
     return " ".join(raw.split())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,11 +12,26 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 
+UNSAFE_IN_LINE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
+"""What no single line of text may hold, wherever it goes: the one control-character rule.
+
+C0 and C1 controls and DEL (CR/LF in a header is an injection), the Unicode line and
+paragraph separators (some parsers split lines on them), bidirectional controls (they
+can make a display name or subject read as something else) and lone surrogates.
+Contracts refuse them in single-line fields; mail headers and subjects check again.
+"""
+
+
 def _no_control_chars(value: str) -> str:
-    # Text from events ends up in mail headers and bodies; CR/LF in a header is
-    # an injection, so single-line fields refuse every control character.
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must be a single line without control characters (CR, LF, TAB, ...)")
+    # Text from events ends up in mail headers and bodies, so single-line fields
+    # refuse what a header must never carry.
+    if UNSAFE_IN_LINE.search(value):
+        raise ValueError(
+            "must be a single line without control characters "
+            "(CR, LF, TAB, bidirectional controls, ...)"
+        )
     return value
 
 

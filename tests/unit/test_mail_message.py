@@ -284,6 +284,16 @@ def test_unicode_line_separators_and_lone_surrogates_are_refused(bad: str) -> No
         build(subject=f"Aviso{bad}Bcc: evil@example.com")
 
 
+@pytest.mark.parametrize("bidi", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200f", "\u061c"])
+@pytest.mark.parametrize("field", ["subject", "recipient_name"])
+def test_bidirectional_controls_never_reach_a_subject_or_a_display_name(
+    field: str, bidi: str
+) -> None:
+    # "\u202e" shows "Bank <gpj.exe>" as "Bank <exe.jpg>": a name that reads as another.
+    with pytest.raises(HeaderInjectionError):
+        build(**{field: f"Aviso {bidi}gpj.exe"})
+
+
 def test_extra_header_values_and_names_are_checked_too() -> None:
     with pytest.raises(HeaderInjectionError) as caught:
         build(extra_headers={"X-Note": "ok\r\nBcc: evil@example.com"})

@@ -97,6 +97,14 @@ def test_a_header_injection_in_a_name_is_refused() -> None:
     assert "control characters" in str(errors[0])
 
 
+def test_a_bidirectional_control_in_a_name_is_refused_where_it_is_published() -> None:
+    doc = json.loads(PEOPLE[0].model_dump_json())
+    doc["name"] = "Ana \u202egpj.exe"
+    _, errors = parse_events(json.dumps(doc))
+    assert "CustomerUpserted.name" in str(errors[0])
+    assert "bidirectional controls" in str(errors[0])
+
+
 def test_each_event_goes_to_its_topic_with_the_documented_key() -> None:
     change = dataset.warranty_change()
     assert route(PEOPLE[0]) == (t.CUSTOMERS, PEOPLE[0].customer_id.encode())
