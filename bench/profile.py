@@ -92,10 +92,31 @@ def _short(path: str) -> str:
     return path
 
 
-def top(collapsed: Path, count: int = 12) -> tuple[list[Cost], list[Cost], int]:
-    """The costliest functions by own time and by time with callees, and the sample count."""
+def package(function: str) -> str:
+    """Whose code a frame is: ``aiokafka``, ``preaviso``, ``asyncio``, ``(stdlib)`` ..."""
+    where = function.rsplit(" (", 1)[-1].rstrip(")")
+    head = where.split("/", 1)[0]
+    if "/" not in where:
+        return "(stdlib)" if where.endswith(".py") or where.startswith("<") else head
+    return head.removesuffix(".py")
+
+
+@dataclass(frozen=True)
+class Profile:
+    samples: int
+    own: list[Cost]  # the costliest functions by their own time
+    packages: list[Cost]  # own time summed per package
+    ours: list[Cost]  # the project's functions, with their callees
+
+
+_ENTRY = ("preaviso/cli.py", "preaviso/worker.py", "preaviso/__main__.py")
+
+
+def top(collapsed: Path, count: int = 12) -> Profile:
+    """Where a worker's samples went: functions, packages, and the project's own stages."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     samples = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, number = line.rpartition(" ")
@@ -105,11 +126,14 @@ def top(collapsed: Path, count: int = 12) -> tuple[list[Cost], list[Cost], int]:
         samples += n
         frames = _frames(stack)
         own[frames[-1]] += n
+        packages[package(frames[-1])] += n
         for name in set(frames[1:]):  # the first frame is the thread
-            total[name] += n
+            if "(preaviso/" in name and not any(e in name for e in _ENTRY):
+                total[name] += n
     scale = 1 / samples if samples else 0.0
-    return (
-        [Cost(f, n * scale) for f, n in own.most_common(count)],
-        [Cost(f, n * scale) for f, n in total.most_common(count * 3)],
+    return Profile(
         samples,
+        [Cost(f, n * scale) for f, n in own.most_common(count)],
+        [Cost(f, n * scale) for f, n in packages.most_common(count)],
+        [Cost(f, n * scale) for f, n in total.most_common(count)],
     )

@@ -134,21 +134,16 @@ def _profiles(profiles: dict[str, Any]) -> list[str]:
             "",
             *[f"- {share:.1%} `{name}`" for name, share in p["own"][:10]],
             "",
-            "With callees (the project's functions and the libraries' entry points):",
+            "Own time per package: "
+            + ", ".join(f"{name} {share:.0%}" for name, share in p["packages"][:8])
+            + ".",
             "",
-            *[f"- {share:.1%} `{name}`" for name, share in _interesting(p["total"])[:12]],
+            "The project's functions, with what they call:",
+            "",
+            *[f"- {share:.1%} `{name}`" for name, share in p["ours"][:10]],
             "",
         ]
     return out
-
-
-def _interesting(total: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Drop the event loop's own frames, which every sample shares."""
-    boring = (
-        "run_forever", "_run_once", "_run (asyncio", "run_until_complete", "<module>",
-        "_run_module", "_run_code", "main (", "execute_from_commandline", "run (",
-    )  # fmt: skip
-    return [(n, s) for n, s in total if not any(b in n for b in boring)]
 
 
 def kept_notes(page: Path) -> str:
