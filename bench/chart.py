@@ -20,8 +20,9 @@ def draw(summary: Sequence[dict[str, Any]], title: str, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     stages = [e for e in summary if e["stage"] and e.get("baseline") and e["value"]]
-    fig, ax = plt.subplots(figsize=(9, 0.9 * len(stages) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.95 * len(stages) + 1.8))
     height = 0.38
+    highest = 1.0
     for i, e in enumerate(reversed(stages)):
         for offset, spread, colour, name in (
             (height / 2, e["value"], "#d1495b", "Preaviso"),
@@ -31,16 +32,12 @@ def draw(summary: Sequence[dict[str, Any]], title: str, out: Path) -> Path:
             err = [[mid - spread["min"]], [spread["max"] - mid]]
             ax.barh(i + offset, mid, height, xerr=err, color=colour, label=name if i == 0 else None,
                     error_kw={"elinewidth": 1, "capsize": 2})  # fmt: skip
-            ax.text(mid * 1.08, i + offset, number(mid), va="center", fontsize=8)
-        ratio = e["ratio"]["median"]
-        target = f", target ≥ {number(e['target'])}{TIMES}" if e["target"] else ""
-        ax.text(
-            ax.get_xlim()[0], i + height + 0.12, f"  {ratio:.2f}{TIMES}{target}", fontsize=8,
-            color="#333333", va="bottom",
-        )  # fmt: skip
-    labels = [f"{e['stage']}\n({e['unit']}; vs {e['baseline_label']})" for e in reversed(stages)]
+            ax.text(spread["max"] * 1.15, i + offset, number(mid), va="center", fontsize=8)
+            highest = max(highest, spread["max"])
+    labels = [_label(e) for e in reversed(stages)]
     ax.set_yticks(range(len(stages)), labels, fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(10, highest * 4)
     ax.set_xlabel(f"per second, log scale (median of the runs; bars: min{DASH}max)")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
@@ -50,3 +47,10 @@ def draw(summary: Sequence[dict[str, Any]], title: str, out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _label(e: dict[str, Any]) -> str:
+    """Stage, ratio against the target, and what the baseline is."""
+    target = f" (target {number(e['target'])}{TIMES})" if e["target"] else ""
+    ratio = f"{number(e['ratio']['median'])}{TIMES}{target}"
+    return f"{e['stage']}: {ratio}\n{e['unit']}; baseline: {e['baseline_label']}"

@@ -97,7 +97,7 @@ def package(function: str) -> str:
     where = function.rsplit(" (", 1)[-1].rstrip(")")
     head = where.split("/", 1)[0]
     if "/" not in where:
-        return "(stdlib)" if where.endswith(".py") or where.startswith("<") else head
+        return "(stdlib)" if where.endswith(".py") or where.startswith("<") else "(other)"
     return head.removesuffix(".py")
 
 

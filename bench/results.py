@@ -130,6 +130,8 @@ def number(value: float) -> str:
         return f"{value:,.0f}"
     if value >= 10:
         return f"{value:.1f}"
+    if 0 < value < 0.1:
+        return f"{value:.2g}"  # a ratio of 0.0023 must not read as 0.00
     return f"{value:.2f}"
 
 

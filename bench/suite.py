@@ -122,8 +122,8 @@ def render(source: Path, *, chart: bool) -> list[Path]:
 
         meta = data["meta"]
         title = (
-            f"Preaviso {meta['commit']} vs raw baselines: {data['plan']['customers']:,} "
-            f"customers, {meta['cores']} cores ({meta['date']})"
+            f"Preaviso ({meta['commit']}) against raw baselines, same run\n"
+            f"{data['plan']['customers']:,} customers, {meta['cores']} cores, {meta['date']}"
         )
         written.append(draw(data["summary"], title, source.with_suffix(".png")))
         picture = written[-1].name
