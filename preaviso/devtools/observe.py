@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from preaviso.devtools.catcher import message_id_of
 from preaviso.settings import Settings
@@ -30,6 +30,7 @@ __all__ = [
     "MailBox",
     "committed_offsets",
     "partition_lag",
+    "read_raw",
     "read_records",
 ]
 
@@ -70,7 +71,8 @@ class MailBox:
 Located = tuple[int, int, dict[str, Any]]  # partition, offset, the decoded record
 
 
-async def _read_records(settings: Settings, name: str) -> list[Located]:
+async def read_raw(settings: Settings, name: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic as stored (key, value bytes, timestamp), up to its current end."""
     topic = settings.topic(name)
     found = await partition_ids(settings, [topic])
     if topic not in found:
@@ -84,7 +86,7 @@ async def _read_records(settings: Settings, name: str) -> list[Located]:
         consumer.assign(tps)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        records: list[Located] = []
+        records: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + 60
         while True:
             behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
@@ -94,7 +96,7 @@ async def _read_records(settings: Settings, name: str) -> list[Located]:
                 raise TimeoutError(f"could not read {topic} to its end within 60 s")
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
-                records.extend((m.partition, m.offset, json.loads(m.value)) for m in messages)
+                records.extend(messages)
         return records
     finally:
         await consumer.stop()
@@ -102,7 +104,8 @@ async def _read_records(settings: Settings, name: str) -> list[Located]:
 
 def read_records(settings: Settings, name: str) -> list[Located]:
     """Every record of a topic, decoded from JSON, read up to its current end."""
-    return asyncio.run(_read_records(settings, name))
+    raw = asyncio.run(read_raw(settings, name))
+    return [(m.partition, m.offset, json.loads(m.value)) for m in raw]
 
 
 async def committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:

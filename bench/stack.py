@@ -1,0 +1,130 @@
+"""One benchmark run's stack: a topic prefix on the broker, the SMTP sink, a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from bench import wire
+from bench.baselines import SCRATCH_TOPICS
+from bench.profile import PySpy
+from preaviso.devtools.sink import SinkControl, SinkProcess
+from preaviso.devtools.worker import WorkerProcess
+from preaviso.settings import Settings
+from preaviso.streams import lag
+from preaviso.streams import topics as t
+from preaviso.streams.topics import ensure_topics
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A ``/proc/<pid>/status`` memory field (VmRSS, VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no {field} for process {pid}")
+
+
+class Stack:
+    """A fresh topic prefix and data dir per run, so runs never see each other's records."""
+
+    def __init__(self, bootstrap: str, root: Path, run: int, partitions: int) -> None:
+        self.root = root
+        self.sink = SinkProcess(root / "sink")
+        self.sink.start()
+        self.control: SinkControl = self.sink.control()
+        self.settings = Settings(
+            kafka_bootstrap=bootstrap,
+            topic_prefix=f"bench{run}-{uuid.uuid4().hex[:6]}.",
+            partitions=partitions,
+            smtp_host=self.sink.host,
+            smtp_port=self.sink.port,
+            data_dir=root / "data",
+        )
+        asyncio.run(self._topics())
+        self.worker: WorkerProcess | None = None
+        self.starts = 0
+        self.peak_mb = 0.0  # the highest VmHWM of the workers stopped so far
+        self.profiler: PySpy | None = None
+
+    async def _topics(self) -> None:
+        """Every topic up front, as ``preaviso publish`` would, and the baselines' scratch topics
+        (a topic created just before use costs a leader election inside a timed baseline)."""
+        await ensure_topics(self.settings)
+        for name in SCRATCH_TOPICS:
+            await wire.scratch_topic(self.settings, name)
+
+    def start_worker(self, connections: int) -> WorkerProcess:
+        """(Re)start the worker with ``connections`` SMTP connections, same data dir."""
+        self.stop_worker()
+        self.starts += 1
+        self.settings = self.settings.model_copy(update={"smtp_connections": connections})
+        log = self.root / f"worker-{self.starts}-c{connections}.log"
+        self.worker = WorkerProcess(self.settings, log).start()
+        return self.worker
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            if self.worker.alive() and self.worker.proc is not None:
+                self.peak_mb = max(self.peak_mb, proc_status_mb(self.worker.proc.pid, "VmHWM"))
+            self.worker.stop()
+            self.worker = None
+
+    @property
+    def connections(self) -> int:
+        return self.settings.smtp_connections
+
+    def pid(self) -> int:
+        if self.worker is None or self.worker.proc is None or not self.worker.alive():
+            tail = self.worker.log_tail() if self.worker else ""
+            raise RuntimeError(f"the worker is not running\n{tail}")
+        return self.worker.proc.pid
+
+    def rss_mb(self) -> float:
+        return proc_status_mb(self.pid(), "VmRSS")
+
+    def peak_rss_mb(self) -> float:
+        return proc_status_mb(self.pid(), "VmHWM")
+
+    def lag(self, specs: Iterable[t.TopicSpec]) -> int:
+        """Records the worker group has not committed on ``specs`` (-1: cannot tell yet)."""
+        names = [self.settings.topic(s.name) for s in specs]
+        try:
+            return sum(asyncio.run(lag.topic_lag(self.settings, names)).values())
+        except Exception:  # a coordinator still loading: not known yet
+            return -1
+
+    def wait_lag_zero(self, specs: Iterable[t.TopicSpec], within: float) -> float:
+        """Wait until the group has committed everything on ``specs``; returns when (monotonic).
+
+        Each look costs an admin and a consumer connection, CPU the worker shares: polls
+        start at 0.2 s and spread out to a twentieth of the time waited so far (at most
+        2 s), so the end is known within about 5 % and the polling stays cheap.
+        """
+        wanted = list(specs)
+        began = time.monotonic()
+        while True:
+            left = self.lag(wanted)
+            now = time.monotonic()
+            if left == 0:
+                return now
+            if now - began > within:
+                raise TimeoutError(f"worker lag still {left} after {within:g}s")
+            self.pid()  # a crashed worker fails the wait at once, with its log
+            time.sleep(min(2.0, max(0.2, (now - began) / 20)))
+
+    def profile(self, out: Path) -> None:
+        """Start sampling the worker with py-spy until ``end_profile``."""
+        self.profiler = PySpy(self.pid(), out).start()
+
+    def end_profile(self) -> Path | None:
+        profiler, self.profiler = self.profiler, None
+        return profiler.stop() if profiler else None
+
+    def close(self) -> None:
+        self.end_profile()
+        self.stop_worker()
+        self.control.close()
+        self.sink.stop()

@@ -1,0 +1,270 @@
+"""A fast SMTP sink for benchmarks: answers 250, keeps nothing but counts per Message-ID.
+
+    python -m preaviso.devtools.sink --port 0 --out DIR --port-file F
+
+Why not the catcher: the catcher (aiosmtpd) parses every command and writes each mail
+to disk, so at a few thousand mails a second it, not the sender, is what a benchmark
+measures. The sink speaks plain SMTP as aiosmtplib does (no PIPELINING, no TLS, no
+AUTH): EHLO/HELO, MAIL, RCPT, DATA with a dot-terminated body, RSET, NOOP, QUIT, and
+answers 250 to anything else. For each accepted mail it records the Message-ID, how
+often it came and when it first came (wall clock), so a benchmark proves that
+nothing was lost or doubled and times a delivery from its first to its last mail.
+
+Its own process, so the sink's CPU does not come out of the sender's. The counts are
+read on a control port (``CONTROL_FILE`` in DIR names it), one JSON line per command:
+``STATS``, ``IDS``, ``RESET``, ``WAIT <message-id> <seconds>``. ``SinkProcess`` runs
+it and ``SinkControl`` asks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from preaviso.devtools.catcher import CatcherProcess, message_id_of, server_arguments
+
+__all__ = ["CONTROL_FILE", "SinkControl", "SinkProcess", "Tally", "main"]
+
+CONTROL_FILE = ".sink.control"
+_GREETING = b"220 preaviso-sink ESMTP\r\n"
+_EHLO = b"250-preaviso-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 67108864\r\n"
+_OK = b"250 2.0.0 Ok\r\n"
+_GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
+_BYE = b"221 2.0.0 Bye\r\n"
+_END = b"\r\n.\r\n"
+
+
+@dataclass
+class Tally:
+    """What the sink accepted since the last reset."""
+
+    accepted: int = 0
+    first: float | None = None
+    last: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)
+    waiters: dict[str, list[asyncio.Future[float]]] = field(default_factory=dict)
+
+    def accept(self, content: bytes) -> None:
+        now = time.time()
+        found = message_id_of(content)
+        key = found.decode("ascii", "replace") if found else "(no Message-ID)"
+        self.accepted += 1
+        self.first = self.first if self.first is not None else now
+        self.last = now
+        seen = self.counts.get(key, 0)
+        self.counts[key] = seen + 1
+        if not seen:
+            self.first_seen[key] = now
+            for waiter in self.waiters.pop(key, []):
+                if not waiter.done():
+                    waiter.set_result(now)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "distinct": len(self.counts),
+            "first": self.first,
+            "last": self.last,
+        }
+
+    def reset(self) -> None:
+        self.accepted, self.first, self.last = 0, None, None
+        self.counts.clear()
+        self.first_seen.clear()
+
+
+class SmtpSink(asyncio.Protocol):
+    """One SMTP connection: lines in command mode, a byte search for the end in DATA."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self.buffer = bytearray()
+        self.in_data = False
+        self.scanned = 0  # bytes of the DATA buffer already searched for the end marker
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(_GREETING)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.transport is not None and self._step():
+            pass
+
+    def _step(self) -> bool:
+        """Handle one complete command or message from the buffer; False if none is whole."""
+        assert self.transport is not None
+        if self.in_data:
+            # The body's first line may be the lone dot of an empty message.
+            if self.buffer.startswith(b".\r\n"):
+                end, cut = 0, 3
+            else:
+                end = self.buffer.find(_END, max(0, self.scanned - 4))
+                cut = end + len(_END)
+            if end < 0:
+                self.scanned = len(self.buffer)
+                return False
+            self.tally.accept(bytes(self.buffer[:end]))
+            del self.buffer[:cut]
+            self.in_data, self.scanned = False, 0
+            self.transport.write(_OK)
+            return True
+        eol = self.buffer.find(b"\r\n")
+        if eol < 0:
+            return False
+        verb = bytes(self.buffer[:4]).upper()
+        del self.buffer[: eol + 2]
+        if verb == b"EHLO":
+            self.transport.write(_EHLO)
+        elif verb == b"DATA":
+            self.in_data = True
+            self.transport.write(_GO_AHEAD)
+        elif verb == b"QUIT":
+            self.transport.write(_BYE)
+            self.transport.close()
+            self.transport = None
+        else:  # HELO, MAIL, RCPT, RSET, NOOP and anything else
+            self.transport.write(_OK)
+        return True
+
+
+async def _control(
+    tally: Tally, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """One control connection: a command per line, a JSON line per answer."""
+    try:
+        while line := await reader.readline():
+            words = line.decode().split()
+            command = words[0].upper() if words else ""
+            answer: Any
+            if command == "STATS":
+                answer = tally.stats()
+            elif command == "IDS":
+                answer = {"counts": tally.counts, "first_seen": tally.first_seen}
+            elif command == "RESET":
+                tally.reset()
+                answer = {"ok": True}
+            elif command == "WAIT" and len(words) == 3:
+                answer = {"at": await _wait(tally, words[1], float(words[2]))}
+            else:
+                answer = {"error": f"unknown command {line.decode().strip()!r}"}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def _wait(tally: Tally, message_id: str, seconds: float) -> float | None:
+    """When ``message_id`` first came (now or later, within ``seconds``), else None."""
+    if message_id in tally.first_seen:
+        return tally.first_seen[message_id]
+    waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    tally.waiters.setdefault(message_id, []).append(waiter)
+    try:
+        return await asyncio.wait_for(waiter, seconds)
+    except TimeoutError:
+        return None
+
+
+async def serve(host: str, port: int, out_dir: Path, port_file: Path | None) -> None:
+    """Run the sink until SIGTERM or SIGINT; the control port is written before the port."""
+    loop = asyncio.get_running_loop()
+    tally = Tally()
+    server = await loop.create_server(lambda: SmtpSink(tally), host=host, port=port, backlog=256)
+    control = await asyncio.start_server(lambda r, w: _control(tally, r, w), host=host, port=0)
+    control_port: int = control.sockets[0].getsockname()[1]
+    actual_port: int = server.sockets[0].getsockname()[1]
+    (out_dir / CONTROL_FILE).write_text(f"{control_port}\n")
+    if port_file is not None:
+        tmp = port_file.with_name(f".{port_file.name}.tmp")
+        tmp.write_text(f"{actual_port}\n")
+        tmp.replace(port_file)
+    print(f"SMTP sink on {host}:{actual_port}, control on {host}:{control_port}", flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with server, control:
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m preaviso.devtools.sink",
+        description="SMTP sink that answers 250 and counts mails per Message-ID.",
+    )
+    server_arguments(parser, default_port=1025)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(serve(args.host, args.port, args.out, args.port_file))
+    except OSError as exc:
+        print(f"SMTP sink: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class SinkControl:
+    """Asks a running sink for its counts over the control port (blocking, one socket)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._sock = socket.create_connection((host, port), timeout=600)
+        self._file = self._sock.makefile("rb")
+
+    def ask(self, command: str) -> Any:
+        self._sock.sendall(command.encode() + b"\n")
+        return json.loads(self._file.readline())
+
+    def stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.ask("STATS")
+        return answer
+
+    def counts(self) -> dict[str, int]:
+        """Mails per Message-ID (without angle brackets) since the last reset."""
+        counts: dict[str, int] = self.ask("IDS")["counts"]
+        return counts
+
+    def first_seen(self) -> dict[str, float]:
+        first: dict[str, float] = self.ask("IDS")["first_seen"]
+        return first
+
+    def reset(self) -> None:
+        self.ask("RESET")
+
+    def wait_for(self, message_id: str, seconds: float) -> float | None:
+        """Wall time the mail first arrived, waiting up to ``seconds``; None if it did not."""
+        at: float | None = self.ask(f"WAIT {message_id.strip('<>')} {seconds:g}")["at"]
+        return at
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+
+class SinkProcess(CatcherProcess):
+    """Run the sink as a child process, like the catcher; ``control()`` asks it."""
+
+    def _command(self, port_file: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "preaviso.devtools.sink", "--host", self.host,
+            "--port", str(self.port), "--out", str(self.out_dir), "--port-file", str(port_file),
+        ]  # fmt: skip
+
+    def control(self) -> SinkControl:
+        port = int((self.out_dir / CONTROL_FILE).read_text())
+        return SinkControl(self.host, port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
