@@ -1,15 +1,16 @@
 """The directory a benchmark publishes, behind one function so its generator can be swapped.
 
-Today it is ``preaviso.devtools.dataset.directory`` (customers over six regions, each
-owning zero to three of five SKUs). When ``preaviso synth`` lands, make ``generate``
-read its JSON Lines instead: nothing else here depends on how the directory is made.
+It is what ``preaviso synth`` writes (customers over eleven regions, about three
+purchases each, skewed over ~1,700 SKUs), read back into the contracts: the oracle
+needs models, the publisher the exact bytes.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
-from preaviso.devtools import dataset
+from preaviso import synth
 from preaviso.publish import route
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, UpstreamEvent
 from preaviso.settings import Settings
@@ -42,5 +43,13 @@ def wire_record(settings: Settings, event: UpstreamEvent) -> Record:
 
 def generate(customers: int, seed: int = 7) -> Directory:
     """``customers`` customers and their purchases, reproducible from ``seed``."""
-    people, owned = dataset.directory(customers, seed=seed)
+    out = io.BytesIO()
+    synth.write(synth.SynthSpec(customers=customers, seed=seed), out)
+    people: list[CustomerUpserted] = []
+    owned: list[OwnershipRecorded] = []
+    for line in out.getvalue().splitlines():
+        if b'"type":"CustomerUpserted"' in line:
+            people.append(CustomerUpserted.model_validate_json(line))
+        else:
+            owned.append(OwnershipRecorded.model_validate_json(line))
     return Directory(people, owned)
