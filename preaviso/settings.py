@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(None, description="SMTP AUTH user name.")
     smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
     smtp_connections: Annotated[int, Field(ge=1, le=64)] = Field(
-        4, description="Pooled SMTP connections."
+        4, description="Pooled SMTP connections: the notices a worker sends at once."
     )
     smtp_timeout: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds for one SMTP command."

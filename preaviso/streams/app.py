@@ -12,6 +12,11 @@ from preaviso.streams import faust_fixes
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import ssl_context
 
+PRODUCER_LINGER = 0.005
+"""Seconds the producer waits to fill a batch: at most this much latency per stage."""
+PRODUCER_MAX_BATCH = 512 * 1024
+"""Bytes per producer batch and partition (Kafka's request limit is 1 MB)."""
+
 
 def broker_credentials(settings: Settings) -> Any:
     """Faust's form of the Kafka security settings (None for plaintext)."""
@@ -61,6 +66,10 @@ def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        # Stages flush once per batch of records, so the producer may gather: fewer,
+        # larger requests (a notice is ~6 KB; Faust's default batch is 16 KiB).
+        producer_linger=PRODUCER_LINGER,
+        producer_max_batch_size=PRODUCER_MAX_BATCH,
         broker_commit_interval=1.0,
         # A dead worker's partitions move on after the session timeout; SIGTERM leaves
         # the group at once (docs/reliability.md).
