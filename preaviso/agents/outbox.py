@@ -133,7 +133,6 @@ class Outbox:
     def __init__(self, pipe: Pipeline, stage: str = "stage") -> None:
         self._pipe = pipe
         self.stage = stage
-        self.origin = "-"  # the input record, as topic[partition]@offset, for logs
         self.current: Any = None
         self._pending: list[_Pending] = []
         self._hooks: list[tuple[Any, Callable[[], None]]] = []
@@ -251,11 +250,19 @@ class Outbox:
             "stage %s: %s for %s failed (%s); retry %d in %.1fs",
             self.stage,
             what,
-            self.origin,
+            where(self.current),
             failure_name(exc),
             attempt,
             backoff(attempt),
         )
+
+
+def where(event: Any) -> str:
+    """The input record as topic[partition]@offset, for logs (never its contents)."""
+    if event is None:
+        return "-"
+    msg = event.message
+    return f"{msg.topic}[{msg.partition}]@{msg.offset}"
 
 
 async def _settle(futures: Iterable[Awaitable[Any]]) -> list[Exception | None]:

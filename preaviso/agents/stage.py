@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from preaviso.agents.outbox import Outbox as Outbox  # stages import it from here
-from preaviso.agents.outbox import backoff, failure_name, is_transient
+from preaviso.agents.outbox import backoff, failure_name, is_transient, where
 from preaviso.schemas.records import KEY_PREVIEW_BYTES, VALUE_PREVIEW_BYTES, DeadLetter
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -81,11 +81,6 @@ def dead_letter_for(event: Any, stage: str, exc: BaseException) -> DeadLetter:
     )
 
 
-def where(event: Any) -> str:
-    msg = event.message
-    return f"{msg.topic}[{msg.partition}]@{msg.offset}"
-
-
 class _End:
     """The stream ended (only ever in tests: a Faust stream does not end)."""
 
@@ -135,7 +130,9 @@ class StageLoop:
         self._let_go_after: dict[tuple[str, int], tuple[Any, int]] = {}
         self._lock = asyncio.Lock()
         self._idle = False
+        self._idle_since = 0.0
         self._soon: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def held(self) -> int:
@@ -169,14 +166,23 @@ class StageLoop:
         if not self.held:
             return await anext(records, _END)
         # Safety net: should the next record not come although one seemed to be
-        # waiting, what is held is flushed and released anyway.
-        timer = asyncio.get_running_loop().call_later(self.linger, self._complete_soon)
+        # waiting, the watchdog flushes and releases what is held anyway.
+        self._idle_since = asyncio.get_running_loop().time()
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._watch())
         self._idle = True
         try:
             return await anext(records, _END)
         finally:
             self._idle = False
-            timer.cancel()
+
+    async def _watch(self) -> None:
+        """While records are held: complete them once the loop waited ``linger`` for more."""
+        loop = asyncio.get_running_loop()
+        while self.held:
+            await asyncio.sleep(self.linger)
+            if self._idle and loop.time() - self._idle_since >= self.linger:
+                await self._complete_quietly()
 
     async def process(self, event: Any) -> None:
         """Handle one record; it stays held until ``complete`` finds it done and written.
@@ -190,10 +196,12 @@ class StageLoop:
         async with self._lock:
             tp = _tp(event)
             entry = _Held(event)
-            self._held.setdefault(tp, deque()).append(entry)
+            queue = self._held.get(tp)
+            if queue is None:
+                queue = self._held[tp] = deque()
+            queue.append(entry)
             self._by_event[id(event)] = entry
             self.outbox.current = event
-            self.outbox.origin = where(event)
             try:
                 beside = await self.handle(event)
             except Exception as exc:
@@ -263,7 +271,6 @@ class StageLoop:
     async def _alone(self, event: Any, error: BaseException | None) -> None:
         """One record on its own, until it is done: retried while transient, else dead-lettered."""
         self.outbox.current = event
-        self.outbox.origin = where(event)
         attempt = 0
         while True:
             if error is None:
@@ -352,8 +359,9 @@ class StageLoop:
         for entry in self._by_event.values():
             if entry.task is not None:
                 entry.task.cancel()
-        if self._soon is not None:
-            self._soon.cancel()
+        for task in (self._soon, self._watchdog):
+            if task is not None:
+                task.cancel()
 
 
 def _waiting(stream: Any) -> int:
