@@ -29,6 +29,7 @@ from faust.streams import _current_event
 
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
+from preaviso.streams.kafka import send_now
 
 log = logging.getLogger("preaviso.stage")
 
@@ -204,6 +205,7 @@ class Outbox:
         failed: Failures = {}
         attempt = 0
         while self._pending:
+            send_now(self._pipe.app.producer)
             batch, self._pending = self._pending, []
             outcomes = await _settle(p.future for p in batch)
             again: list[tuple[_Pending, Exception]] = []

@@ -80,3 +80,27 @@ async def partition_ids(settings: Settings, topics: list[str]) -> dict[str, list
         return await describe_partitions(admin, topics)
     finally:
         await admin.close()
+
+
+def send_now(producer: Any) -> bool:
+    """Ask an aiokafka producer to send what it holds now instead of lingering.
+
+    Stages let the producer linger (``PRODUCER_LINGER``) so a batch of records goes
+    out in few requests; once a stage flushes, nothing more is coming for that
+    batch, and waiting out the linger would only add latency. This closes the open
+    batches and wakes the sender, as aiokafka's own ``flush_for_commit`` does,
+    without waiting. ``producer`` is an ``AIOKafkaProducer`` or Faust's wrapper of
+    one. False (and no harm) if the producer is not started or its internals moved.
+    """
+    inner = getattr(producer, "_producer", producer)
+    accumulator = getattr(inner, "_message_accumulator", None)
+    batches = getattr(accumulator, "_batches", None)
+    waiter = getattr(accumulator, "_waiter_future", None)
+    if batches is None or waiter is None:
+        return False
+    for queue in batches.values():
+        for batch in queue:
+            batch._builder.close()
+    if not waiter.done():
+        waiter.set_result(None)
+    return True
