@@ -202,14 +202,23 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     sending = OneAtATime(pause)
 
     async def attempt(
-        outbox: Outbox, event: Any, notice: Notice, first_attempt_at: datetime | None, attempts: int
+        outbox: Outbox,
+        event: Any,
+        notice: Notice,
+        first_attempt_at: datetime | None,
+        attempts: int,
+        sent: Callable[[], None] = lambda: None,
     ) -> None:
         """Try the notice unless the ledger has it; then a receipt, or park it (again).
 
         ``first_attempt_at`` is None on the first attempt: its time is then that of
         the server's answer, so an outage waited out before it does not count
         against the notice's age (after a long outage, greylisting must not fail
-        every notice at once).
+        every notice at once). ``sent`` is called once the SMTP server has answered.
+
+        The receipt is written, and then the ledger entry, as soon as the server has
+        answered, not at the batch's flush: a crash re-sends only the mails whose
+        ledger entry was not written, so duplicates stay within the mails in flight.
         """
         key = notice.customer_id.encode()
         async with sending.only(notice.notice_id):
@@ -219,7 +228,9 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 return  # sent a moment ago, its ledger entry not written yet
             try:
                 receipt = await send_notice(smtp, settings, notice, pause)
+                sent()
             except SmtpTemporaryError as refusal:
+                sent()
                 now = datetime.now(UTC)
                 first = first_attempt_at or now
                 outcome = after_refusal(
@@ -251,9 +262,9 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                     (outcome.sent_at - first).total_seconds(),
                 )
                 receipt = outcome
-            await outbox.send(t.RECEIPTS, key, encode(receipt), event=event)
+            await outbox.write(t.RECEIPTS, key, encode(receipt))
             # The receipt is the proof: the ledger says "done" only once Kafka holds it.
-            outbox.after_write(lambda: ledger.add(delivered, key, notice.notice_id), event=event)
+            ledger.add(delivered, key, notice.notice_id)
 
     slots = asyncio.Semaphore(settings.smtp_connections)
 
@@ -273,12 +284,21 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         return handle
 
     async def in_flight(outbox: Outbox, event: Any, notice: Notice) -> None:
+        """One notice beside the loop; its slot is free again once the server answered."""
+        released = False
+
+        def sent() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                slots.release()
+
         try:
-            await attempt(outbox, event, notice, None, 1)
+            await attempt(outbox, event, notice, None, 1, sent)
         except Interrupted:
             hold.give_back(event)
         finally:
-            slots.release()
+            sent()
 
     def deliver_retry(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:

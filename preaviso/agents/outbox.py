@@ -153,6 +153,26 @@ class Outbox:
         owner = event if event is not None else self.current
         self._pending.append(_Pending(record, await self._produce(record), owner))
 
+    async def write(
+        self, spec: t.TopicSpec, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        """Send one record and wait until Kafka holds it, re-sending while failures are transient.
+
+        For work that must follow its own write at once rather than at the batch's
+        flush (deliver's ledger entry after its receipt); a refusal for good is raised.
+        """
+        record = _Record(self._pipe.topic_name(spec), key, value, partition)
+        attempt = 0
+        while True:
+            [failure] = await _settle([await self._produce(record)])
+            if failure is None:
+                return
+            if not is_transient(failure):
+                raise failure
+            attempt += 1
+            self._retrying("writing to " + record.topic, failure, attempt)
+            await asyncio.sleep(backoff(attempt))
+
     def after_write(self, work: Callable[[], None], *, event: Any = None) -> None:
         """Run ``work`` as ``event`` once everything sent so far for it is written."""
         self._hooks.append((event if event is not None else self.current, work))

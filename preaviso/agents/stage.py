@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from preaviso.agents.outbox import Outbox as Outbox  # stages import it from here
-from preaviso.agents.outbox import backoff, failure_name, is_transient, where
+from preaviso.agents.outbox import as_current, backoff, failure_name, is_transient, where
 from preaviso.schemas.records import KEY_PREVIEW_BYTES, VALUE_PREVIEW_BYTES, DeadLetter
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -275,9 +275,10 @@ class StageLoop:
         while True:
             if error is None:
                 try:
-                    beside = await self.handle(event)
-                    if beside is not None:
-                        await beside
+                    with as_current(event):  # table writes go to its partition
+                        beside = await self.handle(event)
+                        if beside is not None:
+                            await beside
                     failed = await self.outbox.flush()
                 except Exception as exc:
                     await self.outbox.discard(event)
