@@ -214,11 +214,13 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         ``first_attempt_at`` is None on the first attempt: its time is then that of
         the server's answer, so an outage waited out before it does not count
         against the notice's age (after a long outage, greylisting must not fail
-        every notice at once). ``sent`` is called once the SMTP server has answered.
+        every notice at once). ``sent`` is called once the receipt and the ledger
+        entry are written.
 
-        The receipt is written, and then the ledger entry, as soon as the server has
-        answered, not at the batch's flush: a crash re-sends only the mails whose
-        ledger entry was not written, so duplicates stay within the mails in flight.
+        Both are written as soon as the server has answered, not at the batch's
+        flush, and the connection takes no other mail meanwhile: a crash re-sends
+        only the mails whose ledger entry Kafka did not hold, at most the mails in
+        flight (``PREAVISO_SMTP_CONNECTIONS``).
         """
         key = notice.customer_id.encode()
         async with sending.only(notice.notice_id):
@@ -228,9 +230,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 return  # sent a moment ago, its ledger entry not written yet
             try:
                 receipt = await send_notice(smtp, settings, notice, pause)
-                sent()
             except SmtpTemporaryError as refusal:
-                sent()
                 now = datetime.now(UTC)
                 first = first_attempt_at or now
                 outcome = after_refusal(
@@ -264,7 +264,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 receipt = outcome
             await outbox.write(t.RECEIPTS, key, encode(receipt))
             # The receipt is the proof: the ledger says "done" only once Kafka holds it.
-            ledger.add(delivered, key, notice.notice_id)
+            await ledger.add_now(delivered, key, notice.notice_id)
+            sent()
 
     slots = asyncio.Semaphore(settings.smtp_connections)
 
@@ -284,7 +285,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         return handle
 
     async def in_flight(outbox: Outbox, event: Any, notice: Notice) -> None:
-        """One notice beside the loop; its slot is free again once the server answered."""
+        """One notice beside the loop; its slot is free again once its outcome is recorded."""
         released = False
 
         def sent() -> None:

@@ -164,7 +164,9 @@ class Outbox:
         record = _Record(self._pipe.topic_name(spec), key, value, partition)
         attempt = 0
         while True:
-            [failure] = await _settle([await self._produce(record)])
+            sending = await self._produce(record)
+            send_now(self._pipe.app.producer)
+            [failure] = await _settle([sending])
             if failure is None:
                 return
             if not is_transient(failure):
