@@ -107,7 +107,7 @@ def main() -> None:
         return
     from preaviso.devtools.kafka import LocalKafka, fetch_kafka
 
-    with LocalKafka(libs=fetch_kafka()).start() as broker:
+    with LocalKafka(libs=fetch_kafka()) as broker:
         for mode in MODES:
             topic = f"floor-{mode}-{os.getpid()}"
             asyncio.run(fill(broker.bootstrap, topic, args.records))
@@ -116,8 +116,9 @@ def main() -> None:
                  broker.bootstrap, topic, mode],
                 capture_output=True, text=True, timeout=600, check=False,
             )  # fmt: skip
-            lines = [line for line in out.stdout.splitlines() if "events/s" in line]
-            print(lines[-1] if lines else f"{mode}: failed\n{out.stderr[-2000:]}")
+            # Faust sends a worker's stdout to its log (stderr): look in both.
+            lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "events/s" in ln]
+            print(lines[-1].split("] ")[-1] if lines else f"{mode}: failed\n{out.stderr[-2000:]}")
 
 
 if __name__ == "__main__":
