@@ -1,0 +1,140 @@
+"""A big directory through one worker: load time, memory, and restart times.
+
+Issue 7's scale figures without the mails: ``preaviso synth`` writes the
+directory, ``preaviso publish`` sends it, one worker loads it (until its lag on the
+directory topics is 0) while its resident memory is sampled. Then the worker is
+restarted with its data dir kept, and again with an empty one (its tables
+recovered from the changelogs), each timed until it serves a new record.
+
+    PYTHONPATH=. .venv/bin/python bench/million_load.py --customers 1000000
+
+Prints one line per phase as it ends, so a long run shows what it has so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from preaviso.devtools.catcher import CatcherProcess
+from preaviso.devtools.kafka import LocalKafka
+from preaviso.devtools.worker import WorkerProcess, settings_env
+from preaviso.publish import publish
+from preaviso.schemas.events import CustomerUpserted
+from preaviso.settings import Settings
+from preaviso.streams import topics as t
+from preaviso.streams.lag import wait_idle
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) memory of a process, in MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+class Sampler(threading.Thread):
+    """The highest resident memory seen, sampled every second."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.top, self.stop = pid, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.top = max(self.top, rss_mb(self.pid)[0])
+            except (FileNotFoundError, ProcessLookupError):
+                return
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def ready_after_start(settings: Settings, log: Path, names: list[str], tag: str) -> float:
+    """Start a worker, publish one new customer, return seconds until it is handled."""
+    started = time.perf_counter()
+    worker = WorkerProcess(settings, log).start()
+    try:
+        probe = CustomerUpserted(
+            customer_id=f"PROBE-{tag}", email=f"probe.{tag}@example.com", name="Probe",
+            locale="en", region="ES-MD", source="bench",
+        )  # fmt: skip
+        asyncio.run(publish(settings, [probe]))
+        asyncio.run(wait_idle(settings, names, within=3600))
+        return time.perf_counter() - started
+    finally:
+        worker.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--no-restarts", action="store_true")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="preaviso-million-"))
+    data = out / "directory.jsonl"
+    started = time.perf_counter()
+    with data.open("wb") as sink:
+        subprocess.run(
+            [sys.executable, "-m", "preaviso", "synth", "--customers", str(args.customers),
+             "--out", "-", "--no-progress"],
+            stdout=sink, check=True,
+        )  # fmt: skip
+    lines = sum(1 for _ in data.open("rb"))
+    say(f"synth: {lines:,} lines in {time.perf_counter() - started:.0f} s")
+    with LocalKafka() as kafka, CatcherProcess(out / "mail") as catcher:
+        settings = Settings(
+            kafka_bootstrap=kafka.bootstrap,
+            topic_prefix="million.",
+            partitions=args.partitions,
+            smtp_host=catcher.host,
+            smtp_port=catcher.port,
+            data_dir=out / "data",
+        )
+        names = [settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
+        worker = WorkerProcess(settings, out / "worker.log").start()
+        assert worker.proc is not None
+        sampler = Sampler(worker.proc.pid)
+        sampler.start()
+        started = time.perf_counter()
+        env = {**os.environ, **settings_env(settings)}
+        subprocess.run(
+            [sys.executable, "-m", "preaviso", "publish", str(data)],
+            env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        say(f"published in {time.perf_counter() - started:.0f} s")
+        asyncio.run(wait_idle(settings, names, within=6 * 3600))
+        took = time.perf_counter() - started
+        rss, peak = rss_mb(worker.proc.pid)
+        say(
+            f"load: {lines:,} records in {took:.0f} s ({lines / took:,.0f} records/s); "
+            f"worker RSS {rss:.0f} MB after, peak {max(peak, sampler.top):.0f} MB"
+        )
+        sampler.stop.set()
+        worker.stop()
+        if not args.no_restarts:
+            kept = ready_after_start(settings, out / "worker-kept.log", names, "kept")
+            say(f"restart, data dir kept: serving a new record after {kept:.1f} s")
+            shutil.rmtree(settings.data_dir)
+            empty = ready_after_start(settings, out / "worker-empty.log", names, "empty")
+            say(f"restart, empty data dir: serving a new record after {empty:.1f} s")
+    shutil.rmtree(out, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
