@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from preaviso.agents.outbox import Failures, as_current, backoff, failure_name, is_transient, where
 from preaviso.agents.outbox import Outbox as Outbox  # stages import it from here
-from preaviso.agents.outbox import as_current, backoff, failure_name, is_transient, where
 from preaviso.schemas.records import KEY_PREVIEW_BYTES, VALUE_PREVIEW_BYTES, DeadLetter
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -262,11 +262,19 @@ class StageLoop:
         self.outbox.unclaim(event)
         event.ack()
 
-    async def _flush(self) -> None:
-        for event_id, (_, exc) in (await self.outbox.flush()).items():
+    async def _flush(self, alone: Any = None) -> Failures:
+        """Flush every output; each held record Kafka refused is marked, to be handled alone.
+
+        ``alone`` is the record being handled on its own now: it deals with its own
+        refusal. Every flush goes through here, so another record's refusal is never
+        dropped, whichever record's work triggered the flush.
+        """
+        failed = await self.outbox.flush()
+        for event_id, (_, exc) in failed.items():
             entry = self._by_event.get(event_id)
-            if entry is not None:
+            if entry is not None and event_id != id(alone):
                 entry.error = exc
+        return failed
 
     async def _alone(self, event: Any, error: BaseException | None) -> None:
         """One record on its own, until it is done: retried while transient, else dead-lettered."""
@@ -279,14 +287,11 @@ class StageLoop:
                         beside = await self.handle(event)
                         if beside is not None:
                             await beside
-                    failed = await self.outbox.flush()
+                    failed = await self._flush(alone=event)
                 except Exception as exc:
                     await self.outbox.discard(event)
                     error = exc
                 else:
-                    for event_id, (_, refused) in failed.items():
-                        if event_id != id(event) and event_id in self._by_event:
-                            self._by_event[event_id].error = refused
                     if id(event) not in failed:
                         return
                     error = failed[id(event)][1]
@@ -313,7 +318,7 @@ class StageLoop:
                 letter = dead_letter_for(event, self.stage, exc)
                 key = event.message.key if not letter.key_truncated else None
                 await self.outbox.send(t.DEAD_LETTERS, key, encode(letter), event=event)
-                failed = await self.outbox.flush()
+                failed = await self._flush(alone=event)
                 if id(event) in failed:
                     raise failed[id(event)][1]
             except Exception as write_exc:
@@ -365,7 +370,7 @@ class StageLoop:
                 task.cancel()
 
 
-def _waiting(stream: Any) -> int:
+def queued(stream: Any) -> int:
     """Records Faust has fetched for this stream that the loop has not taken yet."""
     queue = getattr(getattr(stream, "channel", None), "queue", None)
     return queue.qsize() if queue is not None else 0
@@ -389,7 +394,7 @@ def run_stage(
 
     async def agent(stream: Any) -> None:
         loop = StageLoop(stage, outbox, on_event(outbox), batch_max=batch_max)
-        await loop.run(stream.events(), lambda: _waiting(stream))
+        await loop.run(stream.events(), lambda: queued(stream))
 
     agent.__name__ = agent.__qualname__ = f"stage_{stage.replace('-', '_')}"  # names it in logs
     return pipe.app.agent(pipe.topics[source.name], name=stage, concurrency=1)(agent)

@@ -18,7 +18,7 @@ from preaviso.schemas.records import DeadLetter
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import decode
+from preaviso.streams.codecs import DecodeError, decode
 from tests.unit.stage_fakes import ACKED, LETTERS, OUTPUT, FakeProducer, record
 
 Handler = Callable[[Outbox, Any], Awaitable[Beside | None]]
@@ -383,3 +383,24 @@ async def test_a_notice_given_back_unsent_is_sent_when_it_is_read_again() -> Non
     await stage_.stop()
 
     assert stage_.producer.on("t.receipts") == [(None, b"sent")]
+
+
+async def test_a_refusal_found_while_another_record_is_dead_lettered_is_not_dropped() -> None:
+    async def picky(outbox: Outbox, event: Any) -> None:
+        if event.message.value == b"bad":
+            raise DecodeError("invalid OwnershipRecorded: sku: Field required")
+        await forward(outbox, event)
+
+    stage_ = Stage(picky)
+    stage_.producer.fail[OUTPUT] = [kafka_errors.RecordTooLargeError()]  # the first output
+    stage_.feed.put(record(0, b"first"), record(1, b"bad"))
+    stage_.start()
+    await stage_.until(lambda: len(ACKED) == 2)
+    await stage_.stop()
+
+    # record 1's dead letter flushed record 0's refused output: record 0 is
+    # dead-lettered too, not released as if its output had been written
+    letters = {d.offset: d for d in (decode(DeadLetter, v) for _, v in stage_.producer.on(LETTERS))}
+    assert sorted(letters) == [0, 1]
+    assert letters[0].error_type == "RecordTooLargeError"
+    assert stage_.producer.on(OUTPUT) == []
