@@ -207,20 +207,19 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         notice: Notice,
         first_attempt_at: datetime | None,
         attempts: int,
-        sent: Callable[[], None] = lambda: None,
     ) -> None:
         """Try the notice unless the ledger has it; then a receipt, or park it (again).
 
         ``first_attempt_at`` is None on the first attempt: its time is then that of
         the server's answer, so an outage waited out before it does not count
         against the notice's age (after a long outage, greylisting must not fail
-        every notice at once). ``sent`` is called once the receipt and the ledger
-        entry are written.
+        every notice at once).
 
-        Both are written as soon as the server has answered, not at the batch's
-        flush, and the connection takes no other mail meanwhile: a crash re-sends
-        only the mails whose ledger entry Kafka did not hold, at most the mails in
-        flight (``PREAVISO_SMTP_CONNECTIONS``).
+        The receipt and the ledger entry are written as soon as the server has
+        answered, not at the batch's flush, and the connection (``in_flight``'s slot)
+        takes no other mail meanwhile: a crash re-sends only the mails whose ledger
+        entry Kafka did not hold, at most the mails in flight
+        (``PREAVISO_SMTP_CONNECTIONS``).
         """
         key = notice.customer_id.encode()
         async with sending.only(notice.notice_id):
@@ -265,7 +264,6 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             await outbox.write(t.RECEIPTS, key, encode(receipt))
             # The receipt is the proof: the ledger says "done" only once Kafka holds it.
             await ledger.add_now(delivered, key, notice.notice_id)
-            sent()
 
     slots = asyncio.Semaphore(settings.smtp_connections)
 
@@ -286,20 +284,12 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
 
     async def in_flight(outbox: Outbox, event: Any, notice: Notice) -> None:
         """One notice beside the loop; its slot is free again once its outcome is recorded."""
-        released = False
-
-        def sent() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                slots.release()
-
         try:
-            await attempt(outbox, event, notice, None, 1, sent)
+            await attempt(outbox, event, notice, None, 1)
         except Interrupted:
             hold.give_back(event)
         finally:
-            sent()
+            slots.release()
 
     def deliver_retry(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
