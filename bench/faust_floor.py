@@ -49,7 +49,7 @@ def consume(bootstrap: str, topic: str, records: int, mode: str) -> None:
     import faust
 
     from preaviso.agents.outbox import Outbox
-    from preaviso.agents.stage import StageLoop
+    from preaviso.agents.stage import StageLoop, queued
     from preaviso.settings import Settings
     from preaviso.streams import faust_fixes
     from preaviso.streams.app import Pipeline
@@ -89,9 +89,7 @@ def consume(bootstrap: str, topic: str, records: int, mode: str) -> None:
                 count()
 
             outbox = Outbox(Pipeline(settings=Settings(), app=app), "floor")
-            await StageLoop("floor", outbox, handle).run(
-                stream.events(), lambda: stream.channel.queue.qsize()
-            )
+            await StageLoop("floor", outbox, handle).run(stream.events(), lambda: queued(stream))
 
     sys.argv = [sys.argv[0], "worker", "-l", "warn"]
     app.main()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stack import proc_status_mb
 from preaviso.devtools.catcher import CatcherProcess
 from preaviso.devtools.kafka import LocalKafka
 from preaviso.devtools.worker import WorkerProcess, settings_env
@@ -34,14 +35,6 @@ from preaviso.schemas.events import CustomerUpserted
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.lag import wait_idle
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(resident, peak resident) memory of a process, in MB."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
 class Sampler(threading.Thread):
@@ -54,8 +47,8 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(1.0):
             try:
-                self.top = max(self.top, rss_mb(self.pid)[0])
-            except (FileNotFoundError, ProcessLookupError):
+                self.top = max(self.top, proc_status_mb(self.pid, "VmRSS"))
+            except (FileNotFoundError, ProcessLookupError, LookupError):
                 return
 
 
@@ -119,7 +112,8 @@ def main() -> int:
         say(f"published in {time.perf_counter() - started:.0f} s")
         asyncio.run(wait_idle(settings, names, within=6 * 3600))
         took = time.perf_counter() - started
-        rss, peak = rss_mb(worker.proc.pid)
+        rss = proc_status_mb(worker.proc.pid, "VmRSS")
+        peak = proc_status_mb(worker.proc.pid, "VmHWM")
         say(
             f"load: {lines:,} records in {took:.0f} s ({lines / took:,.0f} records/s); "
             f"worker RSS {rss:.0f} MB after, peak {max(peak, sampler.top):.0f} MB"

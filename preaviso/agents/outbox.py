@@ -212,10 +212,6 @@ class Outbox:
         self.unclaim(owner)
         await _settle(p.future for p in dropped)
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     async def flush(self) -> Failures:
         """Wait until every record sent so far is written; the input events Kafka refused.
 
