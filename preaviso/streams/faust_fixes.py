@@ -36,16 +36,30 @@ and committed over):
   Faust, which has no committed offset to compare with, commits over the hole.
   Fix: partitions without a committed offset go back to the beginning (the
   app's ``auto_offset_reset`` is ``earliest``); changelogs are left to recovery.
+
+And one change for speed, with the same behaviour: Faust's fetch loop hands every
+record to its streams through ``Service.wait_first``, four tasks and an
+``asyncio.wait`` per record (~28 µs, half of Faust's cost per event), so that a
+rebalance can interrupt a hand-over that waits for room in a full queue. Nearly
+every hand-over does not wait: ``wait_first`` below runs it inline up to its first
+wait, and only one that does wait goes on as Faust's tasks, unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from mode.services import WaitResults
 
 __all__ = ["applied", "apply", "revert"]
+
+BUFFERED_POLL = 0.02
+"""Seconds a fetch waits while a partition is paused for a full stream queue (Faust: 1)."""
 
 _ORIGINAL: dict[tuple[type, str], Any] = {
     (Recovery, "on_recovery_completed"): Recovery.on_recovery_completed,
@@ -53,6 +67,8 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (AIOKafkaConsumerThread, "getmany"): AIOKafkaConsumerThread.getmany,
     (AIOKafkaConsumerThread, "_fetch_records"): AIOKafkaConsumerThread._fetch_records,
     (AIOKafkaConsumerThread, "seek_to_committed"): AIOKafkaConsumerThread.seek_to_committed,
+    (Consumer, "wait_first"): Consumer.wait_first,
+    (Consumer, "_wait_next_records"): Consumer._wait_next_records,
 }
 
 
@@ -108,6 +124,8 @@ async def _resume_streams(self: Any, generation_id: int = 0) -> None:
 async def getmany(self: Any, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109
     """Fetch only from the partitions active now, not from whatever the set holds later."""
     snapshot = frozenset(active_partitions) if active_partitions is not None else None
+    if self.consumer._buffered_partitions:
+        timeout = min(timeout, BUFFERED_POLL)
     return await _ORIGINAL[AIOKafkaConsumerThread, "getmany"](self, snapshot, timeout)
 
 
@@ -155,12 +173,83 @@ async def seek_to_committed(self: Any) -> Any:
     return await self.call_thread(rewind)
 
 
+class Resumed:
+    """The rest of a coroutine that was run by hand up to its first wait.
+
+    Awaiting it passes on the future the coroutine waits for, exactly as ``await``
+    would have, then drives the coroutine on: so it can go on in another task.
+    """
+
+    __slots__ = ("_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self._coro, self._waiting_on = coro, waiting_on
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        coro, waiting_on = self._coro, self._waiting_on
+        while True:
+            try:
+                yield waiting_on
+            except BaseException as exc:  # cancellation too: the coroutine decides
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = coro.send(None)
+                except StopIteration as done:
+                    return done.value
+
+
+async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109
+    """Faust's ``wait_first`` for its fetch loop, with the first coroutine run inline.
+
+    If it finishes without waiting (the usual hand-over of a record), that is the
+    result, and no task was made. If it waits, it goes on as Faust's own
+    ``wait_first`` would run it, beside the other waits, from where it stopped.
+    """
+    original = _ORIGINAL[Consumer, "wait_first"]
+    first, others = coros[0], coros[1:]
+    if not asyncio.iscoroutine(first) or self._stopped.is_set() or self._crashed.is_set():
+        return await original(self, *coros, timeout=timeout)
+    try:
+        waiting_on = first.send(None)
+    except StopIteration as done:
+        _close(others)
+        return WaitResults([first], [done.value], False)
+    except BaseException:
+        _close(others)
+        raise
+    return await original(self, Resumed(first, waiting_on), *others, timeout=timeout)
+
+
+def _close(coros: tuple[Any, ...]) -> None:
+    for coro in coros:
+        if asyncio.iscoroutine(coro):
+            coro.close()
+
+
+async def _wait_next_records(self: Any, timeout: float) -> Any:  # noqa: ASYNC109
+    """Faust's, except when every partition is paused for a full stream queue.
+
+    Faust then sleeps a whole second before it looks again, though the queues
+    drain in milliseconds; look again after ``BUFFERED_POLL`` instead.
+    """
+    if self.flow_active and self._buffered_partitions and not self._get_active_partitions():
+        await asyncio.sleep(BUFFERED_POLL)
+        return {}, set()
+    return await _ORIGINAL[Consumer, "_wait_next_records"](self, timeout)
+
+
 _FIXED: dict[tuple[type, str], Any] = {
     (Recovery, "on_recovery_completed"): on_recovery_completed,
     (Recovery, "_resume_streams"): _resume_streams,
     (AIOKafkaConsumerThread, "getmany"): getmany,
     (AIOKafkaConsumerThread, "_fetch_records"): _fetch_records,
     (AIOKafkaConsumerThread, "seek_to_committed"): seek_to_committed,
+    (Consumer, "wait_first"): wait_first,
+    (Consumer, "_wait_next_records"): _wait_next_records,
 }
 
 

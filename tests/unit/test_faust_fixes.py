@@ -170,7 +170,8 @@ async def test_a_fetch_returns_only_partitions_active_when_it_was_asked_for(
         lambda self, active, timeout: fetcher.fetched_records(active, timeout),
     )
     active = {CHANGELOG}
-    fetching = asyncio.ensure_future(faust_fixes.getmany(None, active, 1.0))
+    thread = SimpleNamespace(consumer=SimpleNamespace(_buffered_partitions=set()))
+    fetching = asyncio.ensure_future(faust_fixes.getmany(thread, active, 1.0))
     await asyncio.sleep(0)
     active.clear()  # recovery ends: the changelog partitions are paused
 
