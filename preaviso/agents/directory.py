@@ -1,16 +1,18 @@
 """Directory stages: customers and what they own, kept in tables that survive restarts.
 
 Upstream records are re-keyed through the worker's own topics before any table
-holds them, so the tables never depend on how the publisher partitioned. Faust
-writes a table entry (and its changelog record) to the partition of the event being
+holds them, so the tables never depend on how the publisher partitioned. A table
+entry (and its changelog record) is written to the partition of the record being
 handled, whatever its key hashes to: composite keys stay with the record's partition.
+The stages run in bulk (``agents/bulk.py``); the functions below are what they do
+per record, over a batch's view of each table partition.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from preaviso.agents.stage import EventHandler, Outbox, run_stage
+from preaviso.agents.bulk import Batch, BulkLoader, Handler
 from preaviso.audience import DirectoryEntry, newer, owned_product
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded
 from preaviso.streams import keys
@@ -19,47 +21,43 @@ from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_expected, encode
 
 
-def register(pipe: Pipeline) -> None:
-    customers = pipe.tables["customers"]
-    by_region = pipe.tables["customers-by-region"]
-    owners = pipe.tables["owners"]
+def register(pipe: Pipeline) -> BulkLoader:
+    """The four directory stages, read in bulk (``agents/bulk.py``) on Faust's partitions."""
 
-    def repartition_customer(outbox: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
-            customer = decode_expected(CustomerUpserted, event.message.value)
-            key = customer.customer_id.encode()
-            check_key(event, key, "customer_id")
-            # Whatever partitioner the publisher used, the worker places the customer
-            # itself: its producer's murmur2, the same that places their impacts.
-            await outbox.send(t.CUSTOMERS_BY_ID, key, event.message.value)
+    def repartition_customer(record: Any, batch: Batch) -> None:
+        customer = decode_expected(CustomerUpserted, record.value)
+        key = customer.customer_id.encode()
+        check_key(record.key, key, "customer_id")
+        # Whatever partitioner the publisher used, the worker places the customer
+        # itself: its producer's murmur2, the same that places their impacts.
+        batch.send(t.CUSTOMERS_BY_ID, key, record.value)
 
-        return handle
+    def keep_customer(record: Any, batch: Batch) -> None:
+        customer = decode(CustomerUpserted, record.value)
+        p = record.partition
+        by_region = batch.table("customers-by-region", p)
+        upsert_customer(batch.table("customers", p), by_region, customer, p)
 
-    def keep_customer(_: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
-            customer = decode(CustomerUpserted, event.message.value)
-            upsert_customer(customers, by_region, customer, event.message.partition)
+    def repartition_ownership(record: Any, batch: Batch) -> None:
+        ownership = decode_expected(OwnershipRecorded, record.value)
+        check_key(record.key, ownership.customer_id.encode(), "customer_id")
+        batch.send(t.OWNERSHIPS_BY_SKU, ownership.sku.encode(), encode(ownership))
 
-        return handle
+    def keep_owner(record: Any, batch: Batch) -> None:
+        ownership = decode(OwnershipRecorded, record.value)
+        record_owner(batch.table("owners", record.partition), ownership)
 
-    def repartition_ownership(outbox: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
-            ownership = decode_expected(OwnershipRecorded, event.message.value)
-            check_key(event, ownership.customer_id.encode(), "customer_id")
-            await outbox.send(t.OWNERSHIPS_BY_SKU, ownership.sku.encode(), encode(ownership))
-
-        return handle
-
-    def keep_owner(_: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
-            record_owner(owners, decode(OwnershipRecorded, event.message.value))
-
-        return handle
-
-    run_stage(pipe, t.CUSTOMERS, "directory-customers", repartition_customer)
-    run_stage(pipe, t.CUSTOMERS_BY_ID, "directory-entries", keep_customer)
-    run_stage(pipe, t.OWNERSHIPS, "directory-ownerships", repartition_ownership)
-    run_stage(pipe, t.OWNERSHIPS_BY_SKU, "directory-owners", keep_owner)
+    stages: dict[t.TopicSpec, tuple[str, Handler]] = {
+        t.CUSTOMERS: ("directory-customers", repartition_customer),
+        t.CUSTOMERS_BY_ID: ("directory-entries", keep_customer),
+        t.OWNERSHIPS: ("directory-ownerships", repartition_ownership),
+        t.OWNERSHIPS_BY_SKU: ("directory-owners", keep_owner),
+    }
+    loader = BulkLoader(pipe, stages)
+    for spec in stages:  # assigned in Faust's group, never fetched by Faust
+        pipe.app.topics.add(pipe.topics[spec.name])
+    pipe.app.preaviso_bulk = loader  # started and halted by streams/faust_fixes.py
+    return loader
 
 
 def upsert_customer(
@@ -101,9 +99,9 @@ class KeyMismatchError(ValueError):
     """The record's Kafka key is not the id it carries: it would land on the wrong partition."""
 
 
-def check_key(event: Any, expected: bytes, field: str) -> None:
-    if event.message.key != expected:
+def check_key(key: bytes | None, expected: bytes, field: str) -> None:
+    if key != expected:
         raise KeyMismatchError(
-            f"record key {event.message.key!r} must equal its {field} {expected!r}; "
+            f"record key {key!r} must equal its {field} {expected!r}; "
             "publish with the key documented for this topic (preaviso publish does)"
         )

@@ -51,6 +51,7 @@ import asyncio
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -69,6 +70,7 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (AIOKafkaConsumerThread, "seek_to_committed"): AIOKafkaConsumerThread.seek_to_committed,
     (Consumer, "wait_first"): Consumer.wait_first,
     (Consumer, "_wait_next_records"): Consumer._wait_next_records,
+    (TableManager, "on_partitions_revoked"): TableManager.on_partitions_revoked,
 }
 
 
@@ -77,7 +79,11 @@ async def _seek_then_resume(recovery: Any) -> None:
     app = recovery.app
     consumer = app.consumer
     assignment = consumer.assignment()
+    bulk = getattr(app, "preaviso_bulk", None)
+    held = bulk.topics if bulk is not None else frozenset()
     streams = {tp for tp in assignment if not recovery._is_changelog_tp(tp)}
+    loaded = {tp for tp in streams if tp.topic in held}
+    streams -= loaded
     if assignment:
         recovery.log.info("Seek stream partitions to committed offsets (paused).")
         await recovery._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
@@ -86,6 +92,17 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer.resume_partitions(streams)
     consumer.resume_flow()
     await app._fetcher.maybe_start()
+    if bulk is not None:
+        bulk.start(loaded)
+
+
+def halt_bulk_on_revoke(tables: Any, revoked: Any) -> None:
+    """Faust's ``TableManager.on_partitions_revoked`` (a rebalance or a stop), with the
+    bulk loader halted first: it stores and commits nothing once this returns."""
+    bulk = getattr(tables.app, "preaviso_bulk", None)
+    if bulk is not None:
+        bulk.halt()
+    _ORIGINAL[TableManager, "on_partitions_revoked"](tables, revoked)
 
 
 async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -250,6 +267,7 @@ _FIXED: dict[tuple[type, str], Any] = {
     (AIOKafkaConsumerThread, "seek_to_committed"): seek_to_committed,
     (Consumer, "wait_first"): wait_first,
     (Consumer, "_wait_next_records"): _wait_next_records,
+    (TableManager, "on_partitions_revoked"): halt_bulk_on_revoke,
 }
 
 

@@ -1,4 +1,4 @@
-"""Prefix scans of a table partition: the one module that knows Faust's store internals.
+"""Reads and bulk writes of one table partition: the one module that knows Faust's stores.
 
 Faust's ``Table`` has point reads and full scans (over every active partition) but
 no range reads. Its RocksDB store keeps one rocksdict ``Rdict`` per partition,
@@ -8,6 +8,9 @@ tests only) has no partitions and no order: there a scan filters and sorts every
 key of the table, O(table); callers that need one partition check it in the value.
 
 Both return entries in ascending key order, and never Faust's own offset entry.
+
+``read`` and ``write`` serve the bulk directory stages (``agents/bulk.py``), which
+write entries whose changelog records they have already put in Kafka themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faust.stores import memory, rocksdb
+from faust.types import TP
 
 
 def scan_prefix(table: Any, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -45,3 +49,41 @@ def _rocksdict_prefix(db: Any, prefix: bytes, skip: bytes) -> Iterator[tuple[byt
 def _filtered(items: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     # A list, not a view: the dict may change while the caller awaits between entries.
     return iter(sorted((k, v) for k, v in items if k.startswith(prefix) and v is not None))
+
+
+def read(table: Any, partition: int, key: bytes) -> bytes | None:
+    """The value of ``key`` in ``partition`` of ``table``, read without a current event."""
+    store = table.data
+    if isinstance(store, rocksdb.Store) and store.use_rocksdict:
+        value: bytes | None = store._db_for_partition(partition).get(key)
+        return value
+    if isinstance(store, memory.Store):
+        return store.data.get(key)
+    raise TypeError(f"no partition read for table store {type(store).__name__}")
+
+
+def write(
+    table: Any, partition: int, entries: dict[bytes, bytes | None], changelog_offset: int
+) -> None:
+    """Store ``entries`` (None deletes) in ``partition``, whose changelog holds them up to
+    ``changelog_offset``: recorded as Faust's persisted offset, so a restart with the
+    data dir kept reads the changelog only from there."""
+    store = table.data
+    if isinstance(store, rocksdb.Store) and store.use_rocksdict:
+        db = store._db_for_partition(partition)
+        for key, value in entries.items():
+            if value is None:
+                db.delete(key)
+            else:
+                db.put(key, value)
+        changelog = TP(table.changelog_topic.get_topic_name(), partition)
+        store.set_persisted_offset(changelog, changelog_offset)
+        return
+    if isinstance(store, memory.Store):
+        for key, value in entries.items():
+            if value is None:
+                store.data.pop(key, None)
+            else:
+                store.data[key] = value
+        return
+    raise TypeError(f"no partition write for table store {type(store).__name__}")

@@ -13,13 +13,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from faust.tables.recovery import Recovery
+from faust.types import TP
 
 from preaviso.settings import Settings
 from preaviso.streams import faust_fixes
 from preaviso.streams.app import create_app
 
-STREAM = ("x.impacts", 0)
-CHANGELOG = ("x.preaviso-issued-changelog", 0)
+STREAM = TP("x.impacts", 0)
+CHANGELOG = TP("x.preaviso-issued-changelog", 0)
 
 
 class FakeConsumer:

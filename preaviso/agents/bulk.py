@@ -1,0 +1,248 @@
+"""Directory stages that take records in bulk, inside Faust's partition assignment.
+
+Faust hands an agent one record at a time, at ~20 µs each before any work, and a
+directory record passes two stages: at a million customers and three million
+purchases that fixed cost is most of a load. So the directory topics are read
+here instead, by a plain aiokafka consumer, a fetch at a time: each record is
+handled as before (the same pure functions), the outputs of a fetch are sent
+together, table entries are stored only once their changelog records are in
+Kafka, and then the fetch's offsets are committed.
+
+Faust still owns the partitions. The app subscribes the topics, so they are
+assigned in the worker's group like every other (co-partitioned with the tables,
+and ``preaviso lag`` and Kafka's tools see one group), but Faust never fetches
+them. A loader starts on the partitions Faust assigned once Faust's table
+recovery is over, and is halted before Faust's revoke goes on
+(``streams/faust_fixes.py``). Offsets are committed through Faust's consumer: a
+commit from a loader whose partitions have moved fails (stale generation) and
+stops it. At-least-once: a crash before the commit replays the fetch, and every
+write here is idempotent (the newest upsert wins; the same owner entry again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+
+from preaviso.agents.outbox import backoff, failure_name, is_transient
+from preaviso.agents.stage import dead_letter_for
+from preaviso.streams import scan
+from preaviso.streams import topics as t
+from preaviso.streams.app import Pipeline
+from preaviso.streams.codecs import encode
+from preaviso.streams.kafka import client_options, send_now
+
+log = logging.getLogger("preaviso.bulk")
+
+FETCH_MAX = 5000
+"""Records per fetch, so per batch: their outputs are sent and awaited together."""
+FETCH_WAIT = 0.5
+"""Seconds a fetch waits for records before the loop looks again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The record being handled, as ``dead_letter_for`` reads it (``event.message``)."""
+
+    message: Any
+
+
+class TableWrites:
+    """One table partition as a batch sees it: the store, under the batch's own writes.
+
+    It offers what the directory functions use of a table (``get``, ``in``,
+    assignment, ``del``), so they run unchanged over a batch.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self._table, self._partition = table, partition
+        self.entries: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        value = (
+            self.entries[key]
+            if key in self.entries
+            else scan.read(self._table, self._partition, key)
+        )
+        return default if value is None else value
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.entries[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        self.entries[key] = None
+
+
+Send = tuple[str, bytes | None, bytes | None, int | None]
+"""topic, key, value (None: a tombstone), partition (None: by key)."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the records of one fetch produce: records to send, table writes, dead letters."""
+
+    pipe: Pipeline
+    sends: list[Send] = field(default_factory=list)
+    tables: dict[tuple[str, int], TableWrites] = field(default_factory=dict)
+
+    def send(self, spec: t.TopicSpec, key: bytes, value: bytes) -> None:
+        """A record for ``spec``, placed by its key (the worker's murmur2)."""
+        self.sends.append((self.pipe.topic_name(spec), key, value, None))
+
+    def table(self, name: str, partition: int) -> TableWrites:
+        found = self.tables.get((name, partition))
+        if found is None:
+            found = self.tables[name, partition] = TableWrites(self.pipe.tables[name], partition)
+        return found
+
+    def dead_letter(self, stage: str, record: Any, exc: BaseException) -> None:
+        letter = dead_letter_for(Source(record), stage, exc)
+        key = record.key if not letter.key_truncated else None
+        self.sends.append((self.pipe.topic_name(t.DEAD_LETTERS), key, encode(letter), None))
+
+
+Handler = Callable[[Any, "Batch"], None]
+"""Handles one record into the batch. It decodes and checks before it writes, so an
+exception (the record is at fault: a dead letter) leaves nothing of it behind."""
+
+
+class BulkLoader:
+    """Reads the bulk stages' topics on the partitions Faust assigned to this worker."""
+
+    def __init__(self, pipe: Pipeline, stages: Mapping[t.TopicSpec, tuple[str, Handler]]) -> None:
+        self._pipe = pipe
+        self._stages = {pipe.topic_name(spec): stage for spec, stage in stages.items()}
+        self.topics = frozenset(self._stages)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, assigned: set[Any]) -> None:
+        """Load ``assigned`` (Faust's partitions of our topics): Faust's recovery is over."""
+        self.halt()
+        tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        if tps:
+            self._task = asyncio.ensure_future(self._run(tps))
+
+    def halt(self) -> None:
+        """Stop at once (a revoke, a stop): nothing more is stored or committed."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    async def _run(self, tps: list[TopicPartition]) -> None:
+        attempt = 0
+        while True:
+            consumer = AIOKafkaConsumer(
+                **client_options(self._pipe.settings),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            try:
+                await consumer.start()
+                consumer.assign(tps)
+                await self._seek_committed(consumer, tps)
+                attempt = 0
+                while True:
+                    fetched = await consumer.getmany(
+                        timeout_ms=int(FETCH_WAIT * 1000), max_records=FETCH_MAX
+                    )
+                    if fetched and not await self._load(fetched):
+                        log.info("bulk: partitions moved on (a rebalance); loader stops")
+                        return
+            except Exception as exc:  # Kafka or the network: start again from the commits
+                attempt += 1
+                log.warning(
+                    "bulk: loading %s failed (%s); again from the committed offsets in %.1fs",
+                    ", ".join(sorted(self.topics)),
+                    failure_name(exc),
+                    backoff(attempt),
+                )
+                await asyncio.sleep(backoff(attempt))
+            finally:
+                await consumer.stop()
+
+    async def _seek_committed(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        committed = await self._pipe.app.consumer._thread.call_thread(
+            _committed, self._pipe.app.consumer._thread, tps
+        )
+        for tp in tps:
+            offset = committed.get(tp)
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+    async def _load(self, fetched: Mapping[TopicPartition, list[Any]]) -> bool:
+        """Handle one fetch, write what it made, commit it; False if Faust's group moved on."""
+        batch = Batch(self._pipe)
+        for tp, records in fetched.items():
+            stage, handle = self._stages[tp.topic]
+            for record in records:
+                try:
+                    handle(record, batch)
+                except Exception as exc:  # the record is at fault
+                    batch.dead_letter(stage, record, exc)
+        changelog: list[tuple[TableWrites, str, int]] = []
+        for (name, partition), writes in batch.tables.items():
+            topic = self._pipe.tables[name].changelog_topic.get_topic_name()
+            changelog.append((writes, topic, partition))
+            batch.sends.extend((topic, k, v, partition) for k, v in writes.entries.items())
+        offsets = await self._write(batch.sends)
+        for writes, topic, partition in changelog:
+            scan.write(writes._table, partition, writes.entries, offsets[topic, partition])
+        done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}
+        committed: bool = await self._pipe.app.consumer._commit(done)
+        return committed
+
+    async def _write(self, sends: list[Send]) -> dict[tuple[str, int], int]:
+        """Send every record until Kafka holds it; the last offset written per partition.
+
+        Only the records whose send failed go again. A refusal for good (a record too
+        large: the directory's own records never are) is raised: the loader then
+        starts again from the committed offsets, and says so, until it is fixed.
+        """
+        producer = self._pipe.app.producer
+        last: dict[tuple[str, int], int] = {}
+        attempt = 0
+        while True:
+            futures = [await producer.send(topic, k, v, p, None, None) for topic, k, v, p in sends]
+            send_now(producer)
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            again: list[Send] = []
+            failure: BaseException | None = None
+            for send, result in zip(sends, results, strict=True):
+                if isinstance(result, BaseException):
+                    again.append(send)
+                    failure = failure or result
+                else:
+                    key = (result.topic, result.partition)
+                    last[key] = max(last.get(key, -1), result.offset)
+            if failure is None:
+                return last
+            if not is_transient(failure):
+                raise failure
+            attempt += 1
+            log.warning(
+                "bulk: writing %d of a batch's records failed (%s); retry %d in %.1fs",
+                len(again),
+                failure_name(failure),
+                attempt,
+                backoff(attempt),
+            )
+            await asyncio.sleep(backoff(attempt))
+            sends = again
+
+
+async def _committed(thread: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """The group's committed offsets, asked by Faust's own consumer (in its thread)."""
+    consumer = thread._ensure_consumer()
+    return {tp: await consumer.committed(tp) for tp in tps}
