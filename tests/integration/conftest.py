@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from preaviso.devtools.catcher import CatcherProcess
+from preaviso.devtools.rig import Rig
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.settings import Settings
 
@@ -57,3 +60,32 @@ def stack(
         yield s
     finally:
         s.stop_worker()
+
+
+@pytest.fixture
+def rig(
+    kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path
+) -> Iterator[Rig]:
+    """Named worker processes with 4 partitions, for fault tests."""
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=4,
+        smtp_host=catcher.host,
+        smtp_port=catcher.port,
+        data_dir=tmp_path / "data",
+        connect_timeout=5,
+    )
+    rig = Rig(settings, tmp_path, catcher.out_dir)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def seed() -> int:
+    """Where the faults strike; printed, and set with PREAVISO_CHAOS_SEED to replay a run."""
+    value = int(os.environ.get("PREAVISO_CHAOS_SEED") or random.SystemRandom().randrange(10**6))
+    print(f"seed {value}: rerun with PREAVISO_CHAOS_SEED={value}")
+    return value

@@ -16,22 +16,18 @@ A longer run: ``.venv/bin/python bench/soak_reliability.py --cycles 50``.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 from pydantic import BaseModel
 
 from preaviso.devtools import dataset
-from preaviso.devtools.catcher import CatcherProcess
 from preaviso.devtools.chaos import CycleReport, Step, run_chaos, run_cycle
 from preaviso.devtools.dataset import policy_for_everyone
 from preaviso.devtools.rig import Rig
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, UpstreamEvent
-from preaviso.settings import Settings
 from tests import oracle
 
 pytestmark = pytest.mark.integration
@@ -42,34 +38,6 @@ enough for the test budget."""
 CHAOS_CUSTOMERS, CHAOS_OWNED = dataset.directory(250, seed=29)
 CHAOS_CYCLES = 12
 CHAOS_BUDGET = 420  # seconds; about 170 on 2 cores when every restart resumes promptly
-
-
-@pytest.fixture
-def rig(
-    kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path
-) -> Iterator[Rig]:
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        partitions=4,
-        smtp_host=catcher.host,
-        smtp_port=catcher.port,
-        data_dir=tmp_path / "data",
-        connect_timeout=5,
-    )
-    rig = Rig(settings, tmp_path, catcher.out_dir)
-    try:
-        yield rig
-    finally:
-        rig.close()
-
-
-@pytest.fixture
-def seed() -> int:
-    """Where the faults strike; printed, and set with PREAVISO_CHAOS_SEED to replay a run."""
-    value = int(os.environ.get("PREAVISO_CHAOS_SEED") or random.SystemRandom().randrange(10**6))
-    print(f"seed {value}: rerun with PREAVISO_CHAOS_SEED={value}")
-    return value
 
 
 def expectation(
