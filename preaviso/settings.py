@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         10.0,
         description="Seconds without a heartbeat before a worker's partitions go to another.",
     )
+    directory_batch: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        5000,
+        description="Directory records taken per fetch, written and committed together.",
+    )
     kafka_heartbeat_interval: Annotated[float, Field(gt=0, le=100)] = Field(
         3.0, description="Seconds between heartbeats; at most a third of the session timeout."
     )

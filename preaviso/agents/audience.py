@@ -91,12 +91,12 @@ def candidates(
     """
     if change.scope.all_customers:
         for _, raw in scan_prefix(customers, partition, b""):
-            yield decode(DirectoryEntry, raw)
+            yield decode(DirectoryEntry, raw, trusted=True)
         return
     for region in sorted(set(change.scope.regions)):
         group = keys.prefix(region.encode())
         for key, _ in scan_prefix(by_region, partition, group):
             raw = customers.get(keys.member(key, group))
-            entry = decode(DirectoryEntry, raw) if raw is not None else None
+            entry = decode(DirectoryEntry, raw, trusted=True) if raw is not None else None
             if entry is not None and entry.customer.region == region:
                 yield entry

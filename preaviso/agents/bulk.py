@@ -30,20 +30,19 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from preaviso.agents.outbox import backoff, failure_name, is_transient
+from preaviso.agents.outbox import backoff, failure_name
+from preaviso.agents.produce import Send, write_all
 from preaviso.agents.stage import dead_letter_for
 from preaviso.streams import scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import encode
-from preaviso.streams.kafka import client_options, send_now
+from preaviso.streams.kafka import client_options
 
 log = logging.getLogger("preaviso.bulk")
 
-FETCH_MAX = 5000
-"""Records per fetch, so per batch: their outputs are sent and awaited together."""
-FETCH_WAIT = 0.5
-"""Seconds a fetch waits for records before the loop looks again."""
+FETCH_WAIT = 0.1
+"""Seconds a fetch waits for records (the broker, then ``getmany``) before it asks again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +59,19 @@ class TableWrites:
     assignment, ``del``), so they run unchanged over a batch.
     """
 
-    def __init__(self, table: Any, partition: int) -> None:
-        self._table, self._partition = table, partition
+    def __init__(self, table: Any, partition: int, below: TableWrites | None = None) -> None:
+        self.table, self.partition = table, partition
         self.entries: dict[bytes, bytes | None] = {}
+        self.below = below
+        """The previous batch's writes, while they are not stored yet."""
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
-        value = (
-            self.entries[key]
-            if key in self.entries
-            else scan.read(self._table, self._partition, key)
-        )
+        if key in self.entries:
+            value = self.entries[key]
+        elif self.below is not None and key in self.below.entries:
+            value = self.below.entries[key]
+        else:
+            value = scan.read(self.table, self.partition, key)
         return default if value is None else value
 
     def __contains__(self, key: bytes) -> bool:
@@ -82,15 +84,13 @@ class TableWrites:
         self.entries[key] = None
 
 
-Send = tuple[str, bytes | None, bytes | None, int | None]
-"""topic, key, value (None: a tombstone), partition (None: by key)."""
-
-
 @dataclass(slots=True)
 class Batch:
     """What the records of one fetch produce: records to send, table writes, dead letters."""
 
     pipe: Pipeline
+    below: Batch | None = None
+    """The previous batch, if its writes are still on their way."""
     sends: list[Send] = field(default_factory=list)
     tables: dict[tuple[str, int], TableWrites] = field(default_factory=dict)
 
@@ -101,7 +101,9 @@ class Batch:
     def table(self, name: str, partition: int) -> TableWrites:
         found = self.tables.get((name, partition))
         if found is None:
-            found = self.tables[name, partition] = TableWrites(self.pipe.tables[name], partition)
+            below = self.below.tables.get((name, partition)) if self.below is not None else None
+            table = self.pipe.tables[name]
+            found = self.tables[name, partition] = TableWrites(table, partition, below)
         return found
 
     def dead_letter(self, stage: str, record: Any, exc: BaseException) -> None:
@@ -123,6 +125,7 @@ class BulkLoader:
         self._stages = {pipe.topic_name(spec): stage for spec, stage in stages.items()}
         self.topics = frozenset(self._stages)
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[bool] | None = None
 
     def start(self, assigned: set[Any]) -> None:
         """Load ``assigned`` (Faust's partitions of our topics): Faust's recovery is over."""
@@ -133,9 +136,10 @@ class BulkLoader:
 
     def halt(self) -> None:
         """Stop at once (a revoke, a stop): nothing more is stored or committed."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        for task in (self._task, self._writing):
+            if task is not None:
+                task.cancel()
+        self._task = self._writing = None
 
     async def _run(self, tps: list[TopicPartition]) -> None:
         attempt = 0
@@ -145,19 +149,17 @@ class BulkLoader:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                # Its own writes come back to it (re-keyed records): ask again soon.
+                fetch_max_wait_ms=int(FETCH_WAIT * 1000),
             )
             try:
                 await consumer.start()
                 consumer.assign(tps)
                 await self._seek_committed(consumer, tps)
                 attempt = 0
-                while True:
-                    fetched = await consumer.getmany(
-                        timeout_ms=int(FETCH_WAIT * 1000), max_records=FETCH_MAX
-                    )
-                    if fetched and not await self._load(fetched):
-                        log.info("bulk: partitions moved on (a rebalance); loader stops")
-                        return
+                if not await self._load(consumer):
+                    log.info("bulk: partitions moved on (a rebalance); loader stops")
+                    return
             except Exception as exc:  # Kafka or the network: start again from the commits
                 attempt += 1
                 log.warning(
@@ -168,6 +170,9 @@ class BulkLoader:
                 )
                 await asyncio.sleep(backoff(attempt))
             finally:
+                if self._writing is not None:
+                    self._writing.cancel()
+                    self._writing = None
                 await consumer.stop()
 
     async def _seek_committed(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
@@ -181,9 +186,29 @@ class BulkLoader:
             else:
                 consumer.seek(tp, offset)
 
-    async def _load(self, fetched: Mapping[TopicPartition, list[Any]]) -> bool:
-        """Handle one fetch, write what it made, commit it; False if Faust's group moved on."""
-        batch = Batch(self._pipe)
+    async def _load(self, consumer: AIOKafkaConsumer) -> bool:
+        """Handle fetch after fetch; False once Faust's group has moved on.
+
+        One batch is written while the next is handled: its table writes are seen
+        by the next (``TableWrites.below``), and the next is sent only once it is
+        written, so outputs never overtake each other on a partition.
+        """
+        below: Batch | None = None
+        while True:
+            fetched = await consumer.getmany(
+                timeout_ms=int(FETCH_WAIT * 1000), max_records=self._pipe.settings.directory_batch
+            )
+            batch = self._handle(fetched, below) if fetched else None
+            if self._writing is not None:
+                if not await self._writing:
+                    return False
+                self._writing = None
+            if batch is not None:
+                self._writing = asyncio.ensure_future(self._finish(batch, fetched))
+            below = batch
+
+    def _handle(self, fetched: Mapping[TopicPartition, list[Any]], below: Batch | None) -> Batch:
+        batch = Batch(self._pipe, below)
         for tp, records in fetched.items():
             stage, handle = self._stages[tp.topic]
             for record in records:
@@ -191,55 +216,25 @@ class BulkLoader:
                     handle(record, batch)
                 except Exception as exc:  # the record is at fault
                     batch.dead_letter(stage, record, exc)
-        changelog: list[tuple[TableWrites, str, int]] = []
-        for (name, partition), writes in batch.tables.items():
-            topic = self._pipe.tables[name].changelog_topic.get_topic_name()
-            changelog.append((writes, topic, partition))
-            batch.sends.extend((topic, k, v, partition) for k, v in writes.entries.items())
-        offsets = await self._write(batch.sends)
-        for writes, topic, partition in changelog:
-            scan.write(writes._table, partition, writes.entries, offsets[topic, partition])
+        return batch
+
+    async def _finish(self, batch: Batch, fetched: Mapping[TopicPartition, list[Any]]) -> bool:
+        """Write a batch's outputs, then store its table entries, then commit its offsets."""
+        for writes in batch.tables.values():
+            topic = writes.table.changelog_topic.get_topic_name()
+            batch.sends.extend((topic, k, v, writes.partition) for k, v in writes.entries.items())
+        producer = self._pipe.app.producer._ensure_producer()
+        offsets = await write_all(producer, batch.sends, self._pipe.settings.partitions)
+        for writes in batch.tables.values():
+            topic = writes.table.changelog_topic.get_topic_name()
+            scan.write(
+                writes.table, writes.partition, writes.entries, offsets[topic, writes.partition]
+            )
+            writes.below = None  # stored: the batch below is in the store too
+        batch.below = None
         done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}
         committed: bool = await self._pipe.app.consumer._commit(done)
         return committed
-
-    async def _write(self, sends: list[Send]) -> dict[tuple[str, int], int]:
-        """Send every record until Kafka holds it; the last offset written per partition.
-
-        Only the records whose send failed go again. A refusal for good (a record too
-        large: the directory's own records never are) is raised: the loader then
-        starts again from the committed offsets, and says so, until it is fixed.
-        """
-        producer = self._pipe.app.producer
-        last: dict[tuple[str, int], int] = {}
-        attempt = 0
-        while True:
-            futures = [await producer.send(topic, k, v, p, None, None) for topic, k, v, p in sends]
-            send_now(producer)
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            again: list[Send] = []
-            failure: BaseException | None = None
-            for send, result in zip(sends, results, strict=True):
-                if isinstance(result, BaseException):
-                    again.append(send)
-                    failure = failure or result
-                else:
-                    key = (result.topic, result.partition)
-                    last[key] = max(last.get(key, -1), result.offset)
-            if failure is None:
-                return last
-            if not is_transient(failure):
-                raise failure
-            attempt += 1
-            log.warning(
-                "bulk: writing %d of a batch's records failed (%s); retry %d in %.1fs",
-                len(again),
-                failure_name(failure),
-                attempt,
-                backoff(attempt),
-            )
-            await asyncio.sleep(backoff(attempt))
-            sends = again
 
 
 async def _committed(thread: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from preaviso.agents.bulk import Batch, BulkLoader, Handler
+from preaviso.agents.produce import partition_for
 from preaviso.audience import DirectoryEntry, newer, owned_product
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded
 from preaviso.streams import keys
@@ -24,27 +25,34 @@ from preaviso.streams.codecs import decode, decode_expected, encode
 def register(pipe: Pipeline) -> BulkLoader:
     """The four directory stages, read in bulk (``agents/bulk.py``) on Faust's partitions."""
 
+    partitions = pipe.settings.partitions
+
     def repartition_customer(record: Any, batch: Batch) -> None:
         customer = decode_expected(CustomerUpserted, record.value)
         key = customer.customer_id.encode()
         check_key(record.key, key, "customer_id")
         # Whatever partitioner the publisher used, the worker places the customer
-        # itself: its producer's murmur2, the same that places their impacts.
-        batch.send(t.CUSTOMERS_BY_ID, key, record.value)
+        # itself: its producer's murmur2, the same that places their impacts. A
+        # customer already on that partition (a murmur2 publisher) is kept at once.
+        if partition_for(key, partitions) == record.partition:
+            keep(customer, record.partition, batch)
+        else:
+            batch.send(t.CUSTOMERS_BY_ID, key, encode(customer))  # as checked: normalized
 
     def keep_customer(record: Any, batch: Batch) -> None:
-        customer = decode(CustomerUpserted, record.value)
-        p = record.partition
-        by_region = batch.table("customers-by-region", p)
-        upsert_customer(batch.table("customers", p), by_region, customer, p)
+        keep(decode(CustomerUpserted, record.value, trusted=True), record.partition, batch)
+
+    def keep(customer: CustomerUpserted, partition: int, batch: Batch) -> None:
+        by_region = batch.table("customers-by-region", partition)
+        upsert_customer(batch.table("customers", partition), by_region, customer, partition)
 
     def repartition_ownership(record: Any, batch: Batch) -> None:
         ownership = decode_expected(OwnershipRecorded, record.value)
         check_key(record.key, ownership.customer_id.encode(), "customer_id")
-        batch.send(t.OWNERSHIPS_BY_SKU, ownership.sku.encode(), encode(ownership))
+        batch.send(t.OWNERSHIPS_BY_SKU, ownership.sku.encode(), record.value)  # as checked
 
     def keep_owner(record: Any, batch: Batch) -> None:
-        ownership = decode(OwnershipRecorded, record.value)
+        ownership = decode(OwnershipRecorded, record.value, trusted=True)
         record_owner(batch.table("owners", record.partition), ownership)
 
     stages: dict[t.TopicSpec, tuple[str, Handler]] = {
@@ -73,7 +81,7 @@ def upsert_customer(
     """
     key = customer.customer_id.encode()
     raw = customers.get(key)
-    current = decode(DirectoryEntry, raw) if raw is not None else None
+    current = decode(DirectoryEntry, raw, trusted=True) if raw is not None else None
     if not newer(current, customer):
         return
     if current is not None and current.customer.region != customer.region:

@@ -74,7 +74,7 @@ def register(pipe: Pipeline) -> None:
                     f"customer {impact.customer_id} is not in the directory; publish its "
                     "CustomerUpserted, then replay this record from the dead-letter topic"
                 )
-            customer = decode(DirectoryEntry, raw).customer
+            customer = decode(DirectoryEntry, raw, trusted=True).customer
             notice = compose_notice(impact, customer, renderer, pipe.settings, datetime.now(UTC))
             await outbox.send(t.NOTICES, key, encode(notice))
             # Only a notice Kafka holds may be marked issued: after the batch's flush.

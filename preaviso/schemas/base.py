@@ -7,7 +7,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic.networks import validate_email
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +49,24 @@ Line = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_co
 
 Text = Annotated[str, Field(max_length=4000)]
 """Free text for mail bodies; may span lines, is escaped when rendered."""
+
+TRUSTED = {"trusted": True}
+"""Validation context for bytes Preaviso wrote itself from a record it had checked (a
+re-keyed customer, a directory entry): the costly checks are not run again."""
+
+
+def _email(value: str, info: ValidationInfo) -> str:
+    if info.context is not None and info.context.get("trusted"):
+        return value  # checked (and normalized) when it came in from upstream
+    return validate_email(value)[1]  # pydantic's EmailStr check, normalized the same way
+
+
+Email = Annotated[
+    str,
+    AfterValidator(_email),
+    WithJsonSchema({"format": "email", "type": "string"}),
+]
+"""An email address (pydantic's ``EmailStr`` rules), checked once: not again when trusted."""
 
 Identifier = Annotated[
     str,

@@ -6,9 +6,9 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import Field, model_validator
 
-from preaviso.schemas.base import Contract, Event, Identifier, Line, Text
+from preaviso.schemas.base import Contract, Email, Event, Identifier, Line, Text
 
 
 class Locale(StrEnum):
@@ -21,7 +21,7 @@ class CustomerUpserted(Event):
 
     type: Literal["CustomerUpserted"] = "CustomerUpserted"
     customer_id: Identifier
-    email: EmailStr
+    email: Email
     name: Line
     locale: Locale = Locale.ES
     region: Identifier

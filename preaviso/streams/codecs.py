@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from preaviso.schemas.base import TRUSTED
 from preaviso.schemas.events import UpstreamEvent
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,11 +32,12 @@ def explain(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode(model: type[M], data: bytes | None) -> M:
+def decode(model: type[M], data: bytes | None, *, trusted: bool = False) -> M:
+    """``data`` as ``model``; ``trusted`` for bytes Preaviso wrote from a checked record."""
     if data is None:
         raise DecodeError(f"empty record: expected a JSON {model.__name__}")
     try:
-        return model.model_validate_json(data)
+        return model.model_validate_json(data, context=TRUSTED if trusted else None)
     except ValidationError as exc:
         raise DecodeError(f"invalid {model.__name__}: {explain(exc)}") from exc
 

@@ -69,6 +69,51 @@ async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]
     return lag
 
 
+class LagWatcher:
+    """Asks the group's lag on some topics again and again over the same two clients."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        admin: AIOKafkaAdminClient,
+        consumer: AIOKafkaConsumer,
+        tps: list[TopicPartition],
+    ) -> None:
+        self._group = settings.topic(settings.app_id)
+        self._admin, self._consumer, self._tps = admin, consumer, tps
+
+    @classmethod
+    async def open(cls, settings: Settings, topics: list[str]) -> LagWatcher:
+        admin = await connect_admin(settings)
+        consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+        try:
+            found = await describe_partitions(admin, topics)
+            missing = sorted(set(topics) - set(found))
+            if missing:
+                raise UnknownTopicError(f"no such topic(s): {', '.join(missing)}")
+            await consumer.start()
+        except BaseException:
+            await admin.close()
+            await consumer.stop()
+            raise
+        tps = [TopicPartition(name, p) for name in topics for p in found[name]]
+        return cls(settings, admin, consumer, tps)
+
+    async def lag(self) -> int:
+        """Records not yet committed by the group on the topics (never committed = all)."""
+        ends = await self._consumer.end_offsets(self._tps)
+        committed = await self._admin.list_consumer_group_offsets(self._group)
+        left = 0
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            left += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
+        return left
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+
 async def wait_idle(settings: Settings, topics: Iterable[str], within: float = 120.0) -> None:
     """Wait until the worker has committed everything on ``topics``."""
     names = list(topics)

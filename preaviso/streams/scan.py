@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faust.stores import memory, rocksdb
-from faust.types import TP
+from rocksdict import WriteBatch
 
 
 def scan_prefix(table: Any, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -70,14 +70,14 @@ def write(
     data dir kept reads the changelog only from there."""
     store = table.data
     if isinstance(store, rocksdb.Store) and store.use_rocksdict:
-        db = store._db_for_partition(partition)
+        batch = WriteBatch(raw_mode=True)  # one atomic write, offset included
         for key, value in entries.items():
             if value is None:
-                db.delete(key)
+                batch.delete(key)
             else:
-                db.put(key, value)
-        changelog = TP(table.changelog_topic.get_topic_name(), partition)
-        store.set_persisted_offset(changelog, changelog_offset)
+                batch.put(key, value)
+        batch.put(store.offset_key, str(changelog_offset).encode())  # Faust's persisted offset
+        store._db_for_partition(partition).write(batch)
         return
     if isinstance(store, memory.Store):
         for key, value in entries.items():

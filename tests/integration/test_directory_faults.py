@@ -28,7 +28,14 @@ from tests import oracle
 pytestmark = pytest.mark.integration
 
 CUSTOMERS, OWNED = dataset.directory(6000, seed=31)
-"""About 30,000 stage records: a load that lasts a few seconds, so a fault lands in it."""
+"""About 30,000 stage records, loaded 100 at a time (``directory_batch``): a load that
+lasts several seconds, so a fault lands in it, between many commits."""
+
+
+@pytest.fixture
+def rig(rig: Rig) -> Rig:
+    rig.settings = rig.settings.model_copy(update={"directory_batch": 100})
+    return rig
 
 
 def directory_lag(rig: Rig) -> int:
