@@ -3,12 +3,15 @@ own writes, and stores them (with the changelog offset) only when asked to."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 
-from preaviso.agents import bulk
+from preaviso.agents import bulk, produce
 from preaviso.streams import faust_fixes, scan
 from tests.unit.stores import Tables
 
@@ -105,3 +108,86 @@ def test_a_revoke_halts_the_loader_before_faust_goes_on(monkeypatch: Any) -> Non
     faust_fixes.halt_bulk_on_revoke(tables, set())
 
     assert log == ["halt", "faust revokes"]
+
+
+def test_the_next_batch_sees_the_writes_of_one_not_stored_yet(tables: Tables) -> None:
+    table = tables.table("customers")
+    tables.put(table, 0, b"C1", b"stored")
+    pipe = SimpleNamespace(tables={"customers": table})
+    writing = bulk.Batch(pipe)  # type: ignore[arg-type]
+    writing.table("customers", 0)[b"C1"] = b"newer"
+    del writing.table("customers", 0)[b"C2"]
+
+    following = bulk.Batch(pipe, writing)  # type: ignore[arg-type]
+    view = following.table("customers", 0)
+
+    assert view.get(b"C1") == b"newer"
+    assert b"C2" not in view
+    if tables.rocksdb:  # the memory store has no partitions
+        assert following.table("customers", 1).get(b"C1") is None  # another partition
+
+
+# Kafka's own murmur2 test vectors (clients UtilsTest), as the Java client places keys.
+JAVA_MURMUR2 = {b"21": -973932308, b"foobar": -790332482, b"abc": 479470107}
+
+
+@pytest.mark.parametrize(("key", "hashed"), JAVA_MURMUR2.items())
+def test_records_without_a_partition_go_where_the_java_client_puts_them(
+    key: bytes, hashed: int
+) -> None:
+    for partitions in (1, 3, 4, 12):
+        assert produce.partition_for(key, partitions) == (hashed & 0x7FFFFFFF) % partitions
+
+
+class FakeBuilder:
+    def __init__(self, room: int) -> None:
+        self.records: list[tuple[Any, Any]] = []
+        self.room = room
+
+    def append(self, *, key: Any, value: Any, timestamp: Any) -> object | None:
+        if self.records and len(self.records) >= self.room:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """Batches of two records; the first batch sent to ``failing`` fails once (transient)."""
+
+    def __init__(self, failing: tuple[str, int]) -> None:
+        self.failing: tuple[str, int] | None = failing
+        self.log: dict[tuple[str, int], list[Any]] = {}
+        self.loop = asyncio.get_running_loop()
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder(room=2)
+
+    async def send_batch(self, batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        future = self.loop.create_future()
+        written = self.log.setdefault((topic, partition), [])
+        if self.failing == (topic, partition):
+            self.failing = None
+            future.set_exception(KafkaTimeoutError())
+        else:
+            future.set_result(SimpleNamespace(offset=len(written)))
+            written.extend(batch.records)
+        return future
+
+
+async def test_a_failed_batch_goes_again_with_every_later_one_of_its_partition(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(produce, "backoff", lambda attempt: 0)
+    producer = FakeProducer(failing=("t", 1))
+    sends = [("t", b"k", b"v%d" % i, 1) for i in range(5)] + [("t", b"k", b"w", 0)]
+
+    last = await produce.write_all(producer, sends, 2)
+
+    # Partition 1: the first batch failed; the later ones (sent, then sent again) follow it,
+    # so the newest value is the last one written, whatever was written twice.
+    assert [v for _, v in producer.log["t", 1]][-5:] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+    assert producer.log["t", 0] == [(b"k", b"w")]
+    assert last == {("t", 0): 0, ("t", 1): len(producer.log["t", 1]) - 1}
