@@ -34,6 +34,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="SMTP connections to measure, e.g. 1,4,16",
     )  # fmt: skip
     parser.add_argument(
+        "--workers", type=int, help="worker processes in the group (they share the connections)"
+    )
+    parser.add_argument(
         "--profile", action="append", choices=("load", "deliver"),
         help="sample the worker with py-spy during this phase of the first run (repeatable)",
     )  # fmt: skip
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = MODES[args.mode].with_options(
         customers=args.customers, runs=args.runs, connections=args.connections,
-        profile=tuple(args.profile) if args.profile else None,
+        workers=args.workers, profile=tuple(args.profile) if args.profile else None,
         compare_catcher=args.compare_catcher or None,
     )  # fmt: skip
     if plan.warning:

@@ -16,6 +16,7 @@ from preaviso.devtools.worker import WorkerProcess
 from preaviso.settings import Settings
 from preaviso.streams import lag
 from preaviso.streams import topics as t
+from preaviso.streams.kafka import connect_admin
 from preaviso.streams.topics import ensure_topics
 
 LAG_POLL = 0.05
@@ -33,8 +34,12 @@ def proc_status_mb(pid: int, field: str) -> float:
 class Stack:
     """A fresh topic prefix and data dir per run, so runs never see each other's records."""
 
-    def __init__(self, bootstrap: str, root: Path, run: int, partitions: int) -> None:
+    def __init__(
+        self, bootstrap: str, root: Path, run: int, partitions: int, workers: int = 1
+    ) -> None:
         self.root = root
+        self.workers = workers
+        """Worker processes in the group; they share the connections asked for."""
         self.sink = SinkProcess(root / "sink")
         self.sink.start()
         self.control: SinkControl = self.sink.control()
@@ -48,6 +53,8 @@ class Stack:
         )
         asyncio.run(self._topics())
         self.worker: WorkerProcess | None = None
+        self.others: list[WorkerProcess] = []
+        self._asked = 0
         self.starts = 0
         self.peak_mb = 0.0  # the highest VmHWM of the workers stopped so far
         self.profiler: PySpy | None = None
@@ -60,24 +67,60 @@ class Stack:
             await wire.scratch_topic(self.settings, name)
 
     def start_worker(self, connections: int) -> WorkerProcess:
-        """(Re)start the worker with ``connections`` SMTP connections, same data dir."""
+        """(Re)start the workers with ``connections`` SMTP connections in all, same data dirs.
+
+        With several workers each gets its share (at least one). This returns once all
+        of them are members of the group, so no join lands inside a measurement (a
+        restart's join used to count in the first mail's latency).
+        """
         self.stop_worker()
         self.starts += 1
-        self.settings = self.settings.model_copy(update={"smtp_connections": connections})
+        self._asked = connections
+        each = max(1, connections // self.workers)
+        self.settings = self.settings.model_copy(update={"smtp_connections": each})
         log = self.root / f"worker-{self.starts}-c{connections}.log"
         self.worker = WorkerProcess(self.settings, log).start()
+        for n in range(1, self.workers):
+            own = self.settings.model_copy(update={"data_dir": self.root / f"data-{n}"})
+            self.others.append(WorkerProcess(own, log.with_suffix(f".{n}.log")).start())
+        asyncio.run(self._wait_members(self.workers))
         return self.worker
 
+    async def _wait_members(self, count: int, within: float = 120.0) -> None:
+        group = self.settings.topic(self.settings.app_id)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if await self._members(group) == count:
+                return
+            self.pid()
+            await asyncio.sleep(LAG_POLL * 4)
+        raise TimeoutError(f"the group did not reach {count} members in {within:g}s")
+
+    async def _members(self, group: str) -> int:
+        """Members of a stable group (0 while it rebalances or cannot be asked)."""
+        try:
+            admin = await connect_admin(self.settings)
+            try:
+                [answer] = await admin.describe_consumer_groups([group])
+            finally:
+                await admin.close()
+        except Exception:  # a coordinator still loading: ask again
+            return 0
+        found = answer.to_object()["groups"][0]
+        return len(found["members"]) if found["state"] == "Stable" else 0
+
     def stop_worker(self) -> None:
-        if self.worker is not None:
-            if self.worker.alive() and self.worker.proc is not None:
-                self.peak_mb = max(self.peak_mb, proc_status_mb(self.worker.proc.pid, "VmHWM"))
-            self.worker.stop()
-            self.worker = None
+        for worker in [self.worker, *self.others]:
+            if worker is not None:
+                if worker.alive() and worker.proc is not None:
+                    self.peak_mb = max(self.peak_mb, proc_status_mb(worker.proc.pid, "VmHWM"))
+                worker.stop()
+        self.worker, self.others = None, []
 
     @property
     def connections(self) -> int:
-        return self.settings.smtp_connections
+        """The connections asked for, in all (each worker has its share)."""
+        return self._asked
 
     def pid(self) -> int:
         if self.worker is None or self.worker.proc is None or not self.worker.alive():

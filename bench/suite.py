@@ -27,7 +27,7 @@ def one_run(
 ) -> phases.RunResult:
     """Every figure once, on a new prefix, a new sink and a new worker."""
     result = phases.RunResult()
-    stack = Stack(bootstrap, root / f"run-{run}", run, plan.partitions)
+    stack = Stack(bootstrap, root / f"run-{run}", run, plan.partitions, plan.workers)
     first = run == 1
     try:
         say(f"run {run}: directory load ({len(directory):,} records)")

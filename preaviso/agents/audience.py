@@ -7,13 +7,14 @@ customers of this partition (all of them, or those of the regions in scope).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from preaviso.agents.produce import write_chunked
 from preaviso.agents.stage import EventHandler, Outbox, run_stage
 from preaviso.audience import DirectoryEntry, discontinuation_impacts, policy_impacts
 from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
-from preaviso.schemas.records import OwnedProduct
+from preaviso.schemas.records import Impact, OwnedProduct
 from preaviso.streams import keys
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -48,23 +49,29 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
-    def owners_of_sku(outbox: Outbox) -> EventHandler:
+    impacts_topic = pipe.topic_name(t.IMPACTS)
+
+    async def write_impacts(impacts: Iterable[Impact]) -> None:
+        """Every impact in Kafka before the change is released: in produce batches, a
+        chunk at a time (a fan-out is thousands of records from one event)."""
+        sends = ((impacts_topic, i.customer_id.encode(), encode(i), None) for i in impacts)
+        await write_chunked(pipe.app.producer._ensure_producer(), sends, partitions)
+
+    def owners_of_sku(_: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
             change = decode(ProductDiscontinued, event.message.value)
             sku = (event.message.key or b"").decode()
             found = owners_of(owners, sku, event.message.partition)
-            for impact in discontinuation_impacts(change, sku, found):
-                await outbox.send(t.IMPACTS, impact.customer_id.encode(), encode(impact))
+            await write_impacts(discontinuation_impacts(change, sku, found))
 
         return handle
 
-    def customers_in_scope(outbox: Outbox) -> EventHandler:
+    def customers_in_scope(_: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
             change = decode(PolicyChanged, event.message.value)
             partition = event.message.partition
             found = candidates(customers, by_region, change, partition)
-            for impact in policy_impacts(change, found, partition):
-                await outbox.send(t.IMPACTS, impact.customer_id.encode(), encode(impact))
+            await write_impacts(policy_impacts(change, found, partition))
 
         return handle
 

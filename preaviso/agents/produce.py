@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -75,6 +76,20 @@ async def write_all(
         )
         await asyncio.sleep(backoff(attempt))
     return last
+
+
+CHUNK = 5000
+"""Records ``write_chunked`` holds at a time: a fan-out to a million stays in bounded memory."""
+
+
+async def write_chunked(producer: Any, sends: Iterable[Send], partitions: int) -> int:
+    """``write_all`` over ``sends`` in chunks of ``CHUNK``, each written before the next is
+    built; the number of records written."""
+    written, it = 0, iter(sends)
+    while chunk := list(islice(it, CHUNK)):
+        await write_all(producer, chunk, partitions)
+        written += len(chunk)
+    return written
 
 
 async def _submit(

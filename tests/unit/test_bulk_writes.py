@@ -191,3 +191,21 @@ async def test_a_failed_batch_goes_again_with_every_later_one_of_its_partition(
     assert [v for _, v in producer.log["t", 1]][-5:] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
     assert producer.log["t", 0] == [(b"k", b"w")]
     assert last == {("t", 0): 0, ("t", 1): len(producer.log["t", 1]) - 1}
+
+
+async def test_a_fan_out_is_written_a_chunk_at_a_time(monkeypatch: Any) -> None:
+    monkeypatch.setattr(produce, "CHUNK", 3)
+    producer = FakeProducer(failing=("none", 0))
+    built: list[int] = []
+
+    def impacts() -> Any:
+        for n in range(7):
+            built.append(n)
+            # never more than one chunk is built ahead of what Kafka holds
+            assert len(built) - sum(len(v) for v in producer.log.values()) <= 3
+            yield ("t", b"C%d" % n, b"impact", None)
+
+    written = await produce.write_chunked(producer, impacts(), 4)
+
+    assert written == 7
+    assert sorted(k for v in producer.log.values() for k, _ in v) == [b"C%d" % n for n in range(7)]
