@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.types import TP
+
 from preaviso.streams import keys
 from preaviso.streams.kafka import send_now
 
@@ -42,4 +44,10 @@ async def add_now(table: Any, customer_key: bytes, notice_id: str) -> None:
         key=key, value=keys.MARK, partition=table.partition_for_key(key)
     )
     send_now(table.app.producer)
-    await written
+    meta = await written
+    # What ``table[key] = value`` does once its record is written: remember how far the
+    # changelog is in the store, so a restart with the data dir kept reads on from
+    # there instead of replaying every entry (17.7 s after 250,000 mails).
+    tp = TP(meta.topic, meta.partition)
+    if meta.offset > (table.data.persisted_offset(tp) or -1):
+        table.data.set_persisted_offset(tp, meta.offset)
