@@ -220,16 +220,18 @@ class BulkLoader:
 
     async def _finish(self, batch: Batch, fetched: Mapping[TopicPartition, list[Any]]) -> bool:
         """Write a batch's outputs, then store its table entries, then commit its offsets."""
-        for writes in batch.tables.values():
+        written = [w for w in batch.tables.values() if w.entries]  # some were only read
+        for writes in written:
             topic = writes.table.changelog_topic.get_topic_name()
             batch.sends.extend((topic, k, v, writes.partition) for k, v in writes.entries.items())
         producer = self._pipe.app.producer._ensure_producer()
         offsets = await write_all(producer, batch.sends, self._pipe.settings.partitions)
-        for writes in batch.tables.values():
+        for writes in written:
             topic = writes.table.changelog_topic.get_topic_name()
             scan.write(
                 writes.table, writes.partition, writes.entries, offsets[topic, writes.partition]
             )
+        for writes in batch.tables.values():
             writes.below = None  # stored: the batch below is in the store too
         batch.below = None
         done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}

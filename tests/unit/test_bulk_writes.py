@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 
@@ -241,3 +242,36 @@ async def test_a_ledger_entry_written_at_once_moves_the_persisted_offset_on(
         assert ledger.contains(table.data, b"C1", "n1")
     if tables.rocksdb:  # a restart reads the changelog on from there (never backwards)
         assert table.data.persisted_offset(TP(topic, 1)) == 7
+
+
+async def test_a_batch_that_only_read_a_table_partition_is_written_and_committed(
+    tables: Tables,
+) -> None:
+    """Re-publishing a customer already indexed reads ``customers-by-region`` and writes
+    nothing there: that partition has no changelog record, and the batch still ends."""
+    by_region, customers = tables.table("customers-by-region"), tables.table("customers")
+    producer = FakeProducer(failing=("none", 0))
+    commits: list[dict[Any, int]] = []
+
+    async def commit(offsets: dict[Any, int]) -> bool:
+        commits.append(offsets)
+        return True
+
+    pipe = SimpleNamespace(
+        tables={"customers-by-region": by_region, "customers": customers},
+        settings=SimpleNamespace(partitions=4),
+        app=SimpleNamespace(
+            producer=SimpleNamespace(_ensure_producer=lambda: producer),
+            consumer=SimpleNamespace(_commit=commit),
+        ),
+    )
+    loader = bulk.BulkLoader(pipe, {})  # type: ignore[arg-type]
+    batch = bulk.Batch(pipe)  # type: ignore[arg-type]
+    assert b"ES-MD\x1fC1" not in batch.table("customers-by-region", 0)  # read only
+    batch.table("customers", 0)[b"C1"] = b"entry"
+    fetched = {TopicPartition("x.customers-by-id", 0): [SimpleNamespace(offset=41)]}
+
+    assert await loader._finish(batch, fetched)  # type: ignore[arg-type]
+
+    assert scan.read(customers, 0, b"C1") == b"entry"
+    assert commits == [{TP("x.customers-by-id", 0): 42}]
