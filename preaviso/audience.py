@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from preaviso.schemas.base import Contract
 from preaviso.schemas.events import (
@@ -40,24 +42,32 @@ def discontinuation_impacts(
 
     In the order given: the stage passes the owners in the order of their ids.
     """
+    first: Impact | None = None
     for customer_id, product in owners:
-        yield Impact(
-            notice_id=notice_id_for(event.event_id, customer_id),
-            kind=ImpactKind.DISCONTINUATION,
-            customer_id=customer_id,
-            cause_event_id=event.event_id,
-            source="preaviso",
-            reason=(
+        own: dict[str, Any] = {
+            "notice_id": notice_id_for(event.event_id, customer_id),
+            "customer_id": customer_id,
+            "reason": (
                 f"owns {product.product_name} (SKU {sku}) bought on "
                 f"{product.purchase_date.isoformat()}, a discontinued model"
             ),
+            "products": [product],
+        }
+        if first is not None:
+            yield _like(first, own)
+            continue
+        first = Impact(
+            kind=ImpactKind.DISCONTINUATION,
+            cause_event_id=event.event_id,
+            source="preaviso",
             effective_date=event.effective_date,
             model_name=event.model_name,
-            products=[product],
             last_order_date=event.last_order_date,
             spare_parts_until=event.spare_parts_until,
             replacement_offer=event.replacement_offer,
+            **own,
         )
+        yield first
 
 
 def in_scope(event: PolicyChanged, customer: CustomerUpserted) -> bool:
@@ -78,17 +88,24 @@ def policy_impacts(
     The policy is broadcast to every partition; each copy only answers for the
     customers of its own partition, so nobody is notified twice.
     """
+    first: Impact | None = None
     for entry in entries:
         customer = entry.customer
         if entry.partition != partition or not in_scope(event, customer):
             continue
-        yield Impact(
-            notice_id=notice_id_for(event.event_id, customer.customer_id),
+        own: dict[str, Any] = {
+            "notice_id": notice_id_for(event.event_id, customer.customer_id),
+            "customer_id": customer.customer_id,
+            "reason": policy_reason(event, customer),
+            "scope_region": None if event.scope.all_customers else customer.region,
+        }
+        if first is not None:
+            yield _like(first, own)
+            continue
+        first = Impact(
             kind=ImpactKind.POLICY_CHANGE,
-            customer_id=customer.customer_id,
             cause_event_id=event.event_id,
             source="preaviso",
-            reason=policy_reason(event, customer),
             effective_date=event.effective_date,
             policy_id=event.policy_id,
             policy_kind=event.kind,
@@ -96,8 +113,19 @@ def policy_impacts(
             old_terms=event.old_terms,
             new_terms=event.new_terms,
             required_notice_days=event.required_notice_days,
-            scope_region=None if event.scope.all_customers else customer.region,
+            **own,
         )
+        yield first
+
+
+def _like(first: Impact, own: dict[str, Any]) -> Impact:
+    """Another customer's impact of the same fan-out: ``first`` with their own fields.
+
+    Everything else is the change's, validated once in ``first`` (re-validating it for
+    each customer cost ~15 µs an impact). The customer's own values come from checked
+    records (their id, region and product) or from here (the notice id, the reason).
+    """
+    return first.model_copy(update={**own, "event_id": str(uuid.uuid4())})
 
 
 def expected_recipients(

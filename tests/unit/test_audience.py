@@ -14,7 +14,7 @@ from preaviso.audience import (
 )
 from preaviso.devtools import dataset
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, PolicyScope
-from preaviso.schemas.records import ImpactKind, notice_id_for
+from preaviso.schemas.records import Impact, ImpactKind, notice_id_for
 
 
 def customer(cid: str, region: str = "ES-MD", **kw: object) -> CustomerUpserted:
@@ -103,3 +103,28 @@ def test_the_oracle_counts_owners_of_any_listed_sku_once() -> None:
         owns("C9", "DW400-S"),
     ]
     assert expected_recipients(people, owned, dataset.dishwasher_discontinued()) == {"C1"}
+
+
+def test_every_impact_of_a_fan_out_is_a_valid_contract_of_its_own() -> None:
+    """The first impact is validated; the others are copies with their own fields. Each
+    must survive validation as if built alone, and carry its own event id."""
+    entries = [DirectoryEntry(partition=0, customer=customer(f"C{n}", "ES-CT")) for n in range(3)]
+    scoped = dataset.warranty_change("policy-2").model_copy(
+        update={"scope": PolicyScope(regions=["ES-CT"])}
+    )
+    owners = [(o.customer_id, owned_product(o)) for o in (owns("C1", "X1"), owns("C2", "X1"))]
+    gone = dataset.dishwasher_discontinued("disc-2")
+
+    for impacts in (
+        list(policy_impacts(scoped, entries, 0)),
+        list(discontinuation_impacts(gone, "X1", owners)),
+    ):
+        for impact in impacts:
+            assert Impact.model_validate(impact.model_dump()) == impact
+        assert len({i.event_id for i in impacts}) == len(impacts)
+        assert [i.notice_id for i in impacts] == [
+            notice_id_for(impacts[0].cause_event_id, i.customer_id) for i in impacts
+        ]
+    last = list(policy_impacts(scoped, entries, 0))[-1]
+    assert (last.customer_id, last.scope_region, last.title) == ("C2", "ES-CT", scoped.title)
+    assert "ES-CT" in last.reason
