@@ -42,9 +42,8 @@ def discontinuation_impacts(
 
     In the order given: the stage passes the owners in the order of their ids.
     """
-    first: Impact | None = None
-    for customer_id, product in owners:
-        own: dict[str, Any] = {
+    owns = (
+        {
             "notice_id": notice_id_for(event.event_id, customer_id),
             "customer_id": customer_id,
             "reason": (
@@ -53,21 +52,19 @@ def discontinuation_impacts(
             ),
             "products": [product],
         }
-        if first is not None:
-            yield _like(first, own)
-            continue
-        first = Impact(
-            kind=ImpactKind.DISCONTINUATION,
-            cause_event_id=event.event_id,
-            source="preaviso",
-            effective_date=event.effective_date,
-            model_name=event.model_name,
-            last_order_date=event.last_order_date,
-            spare_parts_until=event.spare_parts_until,
-            replacement_offer=event.replacement_offer,
-            **own,
-        )
-        yield first
+        for customer_id, product in owners
+    )
+    return _fan_out(
+        owns,
+        kind=ImpactKind.DISCONTINUATION,
+        cause_event_id=event.event_id,
+        source="preaviso",
+        effective_date=event.effective_date,
+        model_name=event.model_name,
+        last_order_date=event.last_order_date,
+        spare_parts_until=event.spare_parts_until,
+        replacement_offer=event.replacement_offer,
+    )
 
 
 def in_scope(event: PolicyChanged, customer: CustomerUpserted) -> bool:
@@ -88,34 +85,40 @@ def policy_impacts(
     The policy is broadcast to every partition; each copy only answers for the
     customers of its own partition, so nobody is notified twice.
     """
-    first: Impact | None = None
-    for entry in entries:
-        customer = entry.customer
-        if entry.partition != partition or not in_scope(event, customer):
-            continue
-        own: dict[str, Any] = {
-            "notice_id": notice_id_for(event.event_id, customer.customer_id),
-            "customer_id": customer.customer_id,
-            "reason": policy_reason(event, customer),
-            "scope_region": None if event.scope.all_customers else customer.region,
+    owns = (
+        {
+            "notice_id": notice_id_for(event.event_id, entry.customer.customer_id),
+            "customer_id": entry.customer.customer_id,
+            "reason": policy_reason(event, entry.customer),
+            "scope_region": None if event.scope.all_customers else entry.customer.region,
         }
-        if first is not None:
+        for entry in entries
+        if entry.partition == partition and in_scope(event, entry.customer)
+    )
+    return _fan_out(
+        owns,
+        kind=ImpactKind.POLICY_CHANGE,
+        cause_event_id=event.event_id,
+        source="preaviso",
+        effective_date=event.effective_date,
+        policy_id=event.policy_id,
+        policy_kind=event.kind,
+        title=event.title,
+        old_terms=event.old_terms,
+        new_terms=event.new_terms,
+        required_notice_days=event.required_notice_days,
+    )
+
+
+def _fan_out(owns: Iterable[dict[str, Any]], **change: Any) -> Iterator[Impact]:
+    """One impact per customer: the first validated whole, the others ``_like`` it."""
+    first: Impact | None = None
+    for own in owns:
+        if first is None:
+            first = Impact(**change, **own)
+            yield first
+        else:
             yield _like(first, own)
-            continue
-        first = Impact(
-            kind=ImpactKind.POLICY_CHANGE,
-            cause_event_id=event.event_id,
-            source="preaviso",
-            effective_date=event.effective_date,
-            policy_id=event.policy_id,
-            policy_kind=event.kind,
-            title=event.title,
-            old_terms=event.old_terms,
-            new_terms=event.new_terms,
-            required_notice_days=event.required_notice_days,
-            **own,
-        )
-        yield first
 
 
 def _like(first: Impact, own: dict[str, Any]) -> Impact:
