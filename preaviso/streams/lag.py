@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -17,14 +18,31 @@ class UnknownTopicError(LookupError):
     """Lag was asked of a topic the cluster does not have."""
 
 
-async def _end_offsets(
-    settings: Settings, admin: AIOKafkaAdminClient, topics: list[str]
-) -> dict[TopicPartition, int]:
+async def _partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``; an unknown topic is an error, not zero."""
     found = await describe_partitions(admin, topics)
     missing = sorted(set(topics) - set(found))
     if missing:
         raise UnknownTopicError(f"no such topic(s): {', '.join(missing)}")
-    tps = [TopicPartition(name, p) for name in topics for p in found[name]]
+    return [TopicPartition(name, p) for name in topics for p in found[name]]
+
+
+def _behind(
+    ends: dict[TopicPartition, int], committed: dict[Any, Any]
+) -> dict[TopicPartition, int]:
+    """Records past the group's committed offset, per partition (never committed = all)."""
+    lag: dict[TopicPartition, int] = {}
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag[tp] = max(0, end - done)
+    return lag
+
+
+async def _end_offsets(
+    settings: Settings, admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[TopicPartition, int]:
+    tps = await _partitions(admin, topics)
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     try:
         await consumer.start()
@@ -52,12 +70,7 @@ async def partition_lag(settings: Settings, topics: Iterable[str]) -> dict[Topic
         committed = await admin.list_consumer_group_offsets(settings.topic(settings.app_id))
     finally:
         await admin.close()
-    lag: dict[TopicPartition, int] = {}
-    for tp, end in ends.items():
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        lag[tp] = max(0, end - done)
-    return lag
+    return _behind(ends, committed)
 
 
 async def topic_lag(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
@@ -87,27 +100,19 @@ class LagWatcher:
         admin = await connect_admin(settings)
         consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
         try:
-            found = await describe_partitions(admin, topics)
-            missing = sorted(set(topics) - set(found))
-            if missing:
-                raise UnknownTopicError(f"no such topic(s): {', '.join(missing)}")
+            tps = await _partitions(admin, topics)
             await consumer.start()
         except BaseException:
             await admin.close()
             await consumer.stop()
             raise
-        tps = [TopicPartition(name, p) for name in topics for p in found[name]]
         return cls(settings, admin, consumer, tps)
 
     async def lag(self) -> int:
         """Records not yet committed by the group on the topics (never committed = all)."""
         ends = await self._consumer.end_offsets(self._tps)
         committed = await self._admin.list_consumer_group_offsets(self._group)
-        left = 0
-        for tp, end in ends.items():
-            meta = committed.get(tp)
-            left += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
-        return left
+        return sum(_behind(ends, committed).values())
 
     async def close(self) -> None:
         await self._consumer.stop()
