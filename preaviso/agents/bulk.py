@@ -32,11 +32,10 @@ from faust.types import TP
 
 from preaviso.agents.outbox import backoff, failure_name
 from preaviso.agents.produce import Send, write_all
-from preaviso.agents.stage import dead_letter_for
+from preaviso.agents.stage import dead_letter_record
 from preaviso.streams import scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import encode
 from preaviso.streams.kafka import client_options
 
 log = logging.getLogger("preaviso.bulk")
@@ -107,9 +106,8 @@ class Batch:
         return found
 
     def dead_letter(self, stage: str, record: Any, exc: BaseException) -> None:
-        letter = dead_letter_for(Source(record), stage, exc)
-        key = record.key if not letter.key_truncated else None
-        self.sends.append((self.pipe.topic_name(t.DEAD_LETTERS), key, encode(letter), None))
+        key, letter = dead_letter_record(Source(record), stage, exc)
+        self.sends.append((self.pipe.topic_name(t.DEAD_LETTERS), key, letter, None))
 
 
 Handler = Callable[[Any, "Batch"], None]

@@ -81,6 +81,12 @@ def dead_letter_for(event: Any, stage: str, exc: BaseException) -> DeadLetter:
     )
 
 
+def dead_letter_record(event: Any, stage: str, exc: BaseException) -> tuple[bytes | None, bytes]:
+    """A dead letter's key and value: the record's own key, unless too long to keep whole."""
+    letter = dead_letter_for(event, stage, exc)
+    return (event.message.key if not letter.key_truncated else None), encode(letter)
+
+
 class _End:
     """The stream ended (only ever in tests: a Faust stream does not end)."""
 
@@ -315,9 +321,8 @@ class StageLoop:
         attempt = 0
         while True:
             try:
-                letter = dead_letter_for(event, self.stage, exc)
-                key = event.message.key if not letter.key_truncated else None
-                await self.outbox.send(t.DEAD_LETTERS, key, encode(letter), event=event)
+                key, letter = dead_letter_record(event, self.stage, exc)
+                await self.outbox.send(t.DEAD_LETTERS, key, letter, event=event)
                 failed = await self._flush(alone=event)
                 if id(event) in failed:
                     raise failed[id(event)][1]
@@ -336,7 +341,7 @@ class StageLoop:
                 continue
             # The reason stays in the dead letter: it may quote values, logs must not.
             log.warning(
-                "stage %s: dead-lettered %s: %s", self.stage, where(event), letter.error_type
+                "stage %s: dead-lettered %s: %s", self.stage, where(event), type(exc).__name__
             )
             return
 
