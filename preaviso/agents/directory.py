@@ -16,7 +16,7 @@ from preaviso.agents.bulk import Batch, BulkLoader, Handler
 from preaviso.agents.produce import partition_for
 from preaviso.audience import DirectoryEntry, newer, owned_product
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded
-from preaviso.streams import keys
+from preaviso.streams import faust_fixes, keys
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_expected, encode
@@ -64,7 +64,7 @@ def register(pipe: Pipeline) -> BulkLoader:
     loader = BulkLoader(pipe, stages)
     for spec in stages:  # assigned in Faust's group, never fetched by Faust
         pipe.app.topics.add(pipe.topics[spec.name])
-    pipe.app.preaviso_bulk = loader  # started and halted by streams/faust_fixes.py
+    faust_fixes.attach_bulk(pipe.app, loader)  # started and halted there
     return loader
 
 

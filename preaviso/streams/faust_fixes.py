@@ -83,7 +83,7 @@ async def _seek_then_resume(recovery: Any) -> None:
     app = recovery.app
     consumer = app.consumer
     assignment = consumer.assignment()
-    bulk = getattr(app, "preaviso_bulk", None)
+    bulk = _bulk(app)
     held = bulk.topics if bulk is not None else frozenset()
     streams = {tp for tp in assignment if not recovery._is_changelog_tp(tp)}
     loaded = {tp for tp in streams if tp.topic in held}
@@ -100,10 +100,19 @@ async def _seek_then_resume(recovery: Any) -> None:
         bulk.start(loaded)
 
 
+def attach_bulk(app: Any, loader: Any) -> None:
+    """Hand the bulk loader (``agents/bulk.py``) to the recovery and revoke steps below."""
+    app.preaviso_bulk = loader
+
+
+def _bulk(app: Any) -> Any:
+    return getattr(app, "preaviso_bulk", None)
+
+
 def halt_bulk_on_revoke(tables: Any, revoked: Any) -> None:
     """Faust's ``TableManager.on_partitions_revoked`` (a rebalance or a stop), with the
     bulk loader halted first: it stores and commits nothing once this returns."""
-    bulk = getattr(tables.app, "preaviso_bulk", None)
+    bulk = _bulk(tables.app)
     if bulk is not None:
         bulk.halt()
     _ORIGINAL[TableManager, "on_partitions_revoked"](tables, revoked)
