@@ -218,14 +218,16 @@ class BulkLoader:
 
     async def _finish(self, batch: Batch, fetched: Mapping[TopicPartition, list[Any]]) -> bool:
         """Write a batch's outputs, then store its table entries, then commit its offsets."""
-        written = [w for w in batch.tables.values() if w.entries]  # some were only read
-        for writes in written:
-            topic = writes.table.changelog_topic.get_topic_name()
+        written = [  # some partitions were only read
+            (w, w.table.changelog_topic.get_topic_name())
+            for w in batch.tables.values()
+            if w.entries
+        ]
+        for writes, topic in written:
             batch.sends.extend((topic, k, v, writes.partition) for k, v in writes.entries.items())
         producer = self._pipe.app.producer._ensure_producer()
         offsets = await write_all(producer, batch.sends, self._pipe.settings.partitions)
-        for writes in written:
-            topic = writes.table.changelog_topic.get_topic_name()
+        for writes, topic in written:
             scan.write(
                 writes.table, writes.partition, writes.entries, offsets[topic, writes.partition]
             )
