@@ -28,12 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stack import local_settings
 from preaviso.devtools.catcher import CatcherProcess
 from preaviso.devtools.kafka import LocalKafka
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.publish import publish
 from preaviso.schemas.events import OwnershipRecorded
-from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.lag import wait_idle
 
@@ -68,13 +68,8 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="preaviso-dirload-"))
     directory = [s for s in t.DIRECTORY_TOPICS if s in (t.OWNERSHIPS, t.OWNERSHIPS_BY_SKU)]
     with LocalKafka() as kafka, CatcherProcess(out / "mail") as catcher:
-        settings = Settings(
-            kafka_bootstrap=kafka.bootstrap,
-            topic_prefix="dirload.",
-            partitions=args.partitions,
-            smtp_host=catcher.host,
-            smtp_port=catcher.port,
-            data_dir=out / "data",
+        settings = local_settings(
+            kafka.bootstrap, catcher, "dirload.", args.partitions, out / "data"
         )
         names = [settings.topic(s.name) for s in directory]
         with WorkerProcess(settings, out / "worker.log") as worker:

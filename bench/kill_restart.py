@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.stack import local_settings
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import CatcherProcess
 from preaviso.devtools.dataset import policy_for_everyone
@@ -73,13 +74,8 @@ async def missing_by_partition(settings: Settings, caught: set[str]) -> dict[int
 def one_run(args: argparse.Namespace, run: int, kafka: LocalKafka, out: Path) -> int:
     people, owned = dataset.directory(args.customers, seed=run)
     with CatcherProcess(out / "mail") as catcher:
-        settings = Settings(
-            kafka_bootstrap=kafka.bootstrap,
-            topic_prefix=f"kill{run}.",
-            partitions=args.partitions,
-            smtp_host=catcher.host,
-            smtp_port=catcher.port,
-            data_dir=out / "data-1",
+        settings = local_settings(
+            kafka.bootstrap, catcher, f"kill{run}.", args.partitions, out / "data-1"
         )
         fix = not args.faust_unfixed
         worker = WorkerProcess(settings, out / "worker-1.log", faust_fix=fix).start()

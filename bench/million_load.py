@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import proc_status_mb
+from bench.stack import local_settings, proc_status_mb
 from preaviso import synth
 from preaviso.devtools import dataset
 from preaviso.devtools.kafka import LocalKafka
@@ -132,13 +132,8 @@ def main() -> int:
     lines = totals.lines
     say(f"synth: {lines:,} lines in {time.perf_counter() - started:.0f} s")
     with LocalKafka() as kafka, SinkProcess(out / "sink") as catcher:
-        settings = Settings(
-            kafka_bootstrap=kafka.bootstrap,
-            topic_prefix="million.",
-            partitions=args.partitions,
-            smtp_host=catcher.host,
-            smtp_port=catcher.port,
-            data_dir=out / "data",
+        settings = local_settings(
+            kafka.bootstrap, catcher, "million.", args.partitions, out / "data"
         )
         names = [settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
         worker = WorkerProcess(settings, out / "worker.log").start()

@@ -32,13 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stack import local_settings
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import CatcherProcess
 from preaviso.devtools.chaos import CycleReport, run_chaos, with_session_timeout
 from preaviso.devtools.kafka import LocalKafka
 from preaviso.devtools.rig import Rig
 from preaviso.schemas.events import UpstreamEvent
-from preaviso.settings import Settings
 from tests import oracle
 
 
@@ -72,14 +72,9 @@ def main() -> int:
         bootstrap = broker.bootstrap
     try:
         with CatcherProcess(out / "mail") as catcher:
-            settings = Settings(
-                kafka_bootstrap=bootstrap,
-                topic_prefix=f"soak-{uuid.uuid4().hex[:8]}.",
-                partitions=args.partitions,
-                smtp_host=catcher.host,
-                smtp_port=catcher.port,
-                data_dir=out / "data",
-                connect_timeout=5,
+            prefix = f"soak-{uuid.uuid4().hex[:8]}."
+            settings = local_settings(
+                bootstrap, catcher, prefix, args.partitions, out / "data", connect_timeout=5
             )
             if args.session_timeout:
                 settings = with_session_timeout(

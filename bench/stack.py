@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from bench import wire
 from bench.baselines import SCRATCH_TOPICS
@@ -31,6 +32,21 @@ def proc_status_mb(pid: int, field: str) -> float:
     raise LookupError(f"no {field} for process {pid}")
 
 
+def local_settings(
+    bootstrap: str, smtp: Any, prefix: str, partitions: int, data_dir: Path, **more: Any
+) -> Settings:
+    """Settings for a worker on a local broker and an SMTP process (catcher or sink)."""
+    return Settings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        partitions=partitions,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        data_dir=data_dir,
+        **more,
+    )
+
+
 class Stack:
     """A fresh topic prefix and data dir per run, so runs never see each other's records."""
 
@@ -43,14 +59,8 @@ class Stack:
         self.sink = SinkProcess(root / "sink")
         self.sink.start()
         self.control: SinkControl = self.sink.control()
-        self.settings = Settings(
-            kafka_bootstrap=bootstrap,
-            topic_prefix=f"bench{run}-{uuid.uuid4().hex[:6]}.",
-            partitions=partitions,
-            smtp_host=self.sink.host,
-            smtp_port=self.sink.port,
-            data_dir=root / "data",
-        )
+        prefix = f"bench{run}-{uuid.uuid4().hex[:6]}."
+        self.settings = local_settings(bootstrap, self.sink, prefix, partitions, root / "data")
         asyncio.run(self._topics())
         self.worker: WorkerProcess | None = None
         self.others: list[WorkerProcess] = []
@@ -133,14 +143,6 @@ class Stack:
 
     def peak_rss_mb(self) -> float:
         return proc_status_mb(self.pid(), "VmHWM")
-
-    def lag(self, specs: Iterable[t.TopicSpec]) -> int:
-        """Records the worker group has not committed on ``specs`` (-1: cannot tell yet)."""
-        names = [self.settings.topic(s.name) for s in specs]
-        try:
-            return sum(asyncio.run(lag.topic_lag(self.settings, names)).values())
-        except Exception:  # a coordinator still loading: not known yet
-            return -1
 
     def wait_lag_zero(self, specs: Iterable[t.TopicSpec], within: float) -> float:
         """Wait until the group has committed everything on ``specs``; returns when (monotonic).
