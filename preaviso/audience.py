@@ -56,10 +56,8 @@ def discontinuation_impacts(
     )
     return _fan_out(
         owns,
-        kind=ImpactKind.DISCONTINUATION,
-        cause_event_id=event.event_id,
-        source="preaviso",
-        effective_date=event.effective_date,
+        event,
+        ImpactKind.DISCONTINUATION,
         model_name=event.model_name,
         last_order_date=event.last_order_date,
         spare_parts_until=event.spare_parts_until,
@@ -97,10 +95,8 @@ def policy_impacts(
     )
     return _fan_out(
         owns,
-        kind=ImpactKind.POLICY_CHANGE,
-        cause_event_id=event.event_id,
-        source="preaviso",
-        effective_date=event.effective_date,
+        event,
+        ImpactKind.POLICY_CHANGE,
         policy_id=event.policy_id,
         policy_kind=event.kind,
         title=event.title,
@@ -110,12 +106,24 @@ def policy_impacts(
     )
 
 
-def _fan_out(owns: Iterable[dict[str, Any]], **change: Any) -> Iterator[Impact]:
+def _fan_out(
+    owns: Iterable[dict[str, Any]],
+    event: ProductDiscontinued | PolicyChanged,
+    kind: ImpactKind,
+    **details: Any,
+) -> Iterator[Impact]:
     """One impact per customer: the first validated whole, the others ``_like`` it."""
     first: Impact | None = None
     for own in owns:
         if first is None:
-            first = Impact(**change, **own)
+            first = Impact(
+                kind=kind,
+                cause_event_id=event.event_id,
+                source="preaviso",
+                effective_date=event.effective_date,
+                **details,
+                **own,
+            )
             yield first
         else:
             yield _like(first, own)
