@@ -67,11 +67,13 @@ def test_publish_names_an_unreachable_broker_and_exits() -> None:
     assert f"Kafka is not reachable at 127.0.0.1:{port}" in result.stderr
 
 
-def test_a_bad_setting_is_reported_by_its_variable_name() -> None:
-    bad = Settings().model_copy(update={"partitions": 0})
+@pytest.mark.parametrize("field", ["partitions", "directory_batch"])
+def test_a_bad_setting_is_reported_by_its_variable_name(field: str) -> None:
+    bad = Settings().model_copy(update={field: 0})
 
     result = cli(bad, "publish", "-", stdin=EVENT, timeout=60)
 
+    said = " ".join(result.stderr.split())  # the console wraps long lines
     assert result.returncode == 2
-    assert "setting PREAVISO_PARTITIONS" in result.stderr
-    assert "greater than or equal to 1" in result.stderr
+    assert f"setting PREAVISO_{field.upper()}" in said
+    assert "greater than or equal to 1" in said
