@@ -6,9 +6,8 @@ from preaviso.streams.app import Pipeline
 
 
 def register_all(pipe: Pipeline) -> None:
-    from preaviso.agents import audience, deliver, directory, notify
+    from preaviso.agents import audience, bulk, deliver, directory, notify
 
-    directory.register(pipe)
+    bulk.register(pipe, {**directory.stages(pipe), **notify.stages(pipe)})
     audience.register(pipe)
-    notify.register(pipe)
     deliver.register(pipe)

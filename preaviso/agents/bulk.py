@@ -1,12 +1,14 @@
-"""Directory stages that take records in bulk, inside Faust's partition assignment.
+"""Stages that take records in bulk, inside Faust's partition assignment.
 
-Faust hands an agent one record at a time, at ~20 µs each before any work, and a
-directory record passes two stages: at a million customers and three million
-purchases that fixed cost is most of a load. So the directory topics are read
-here instead, by a plain aiokafka consumer, a fetch at a time: each record is
-handled as before (the same pure functions), the outputs of a fetch are sent
-together, table entries are stored only once their changelog records are in
-Kafka, and then the fetch's offsets are committed.
+Faust hands an agent one record at a time, at ~20 µs each before any work. The
+directory stages (a record passes two of them, a million customers and three
+million purchases) and notify (one impact per notice) pay that fixed cost on
+every record, so their topics are read here instead, by a plain aiokafka
+consumer, a fetch at a time: each record is handled as before (the same pure
+functions), the outputs of a fetch are sent together, its table entries then go
+to their changelogs and only then to the store, and then the fetch's offsets are
+committed. A table entry never reaches Kafka before the outputs of its fetch: an
+``issued`` mark must not outlive a notice a crash kept from being written.
 
 Faust still owns the partitions. The app subscribes the topics, so they are
 assigned in the worker's group like every other (co-partitioned with the tables,
@@ -16,13 +18,15 @@ recovery is over, and is halted before Faust's revoke goes on
 (``streams/faust_fixes.py``). Offsets are committed through Faust's consumer: a
 commit from a loader whose partitions have moved fails (stale generation) and
 stops it. At-least-once: a crash before the commit replays the fetch, and every
-write here is idempotent (the newest upsert wins; the same owner entry again).
+write here is idempotent (the newest upsert wins; the same owner entry again; a
+notice already in ``issued`` is skipped, and deliver sends a notice id once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +37,7 @@ from faust.types import TP
 from preaviso.agents.outbox import backoff, failure_name
 from preaviso.agents.produce import Send, write_all
 from preaviso.agents.stage import dead_letter_record
-from preaviso.streams import scan
+from preaviso.streams import faust_fixes, scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.kafka import client_options
@@ -42,6 +46,12 @@ log = logging.getLogger("preaviso.bulk")
 
 FETCH_WAIT = 0.1
 """Seconds a fetch waits for records (the broker, then ``getmany``) before it asks again."""
+SLICE = 0.005
+"""Seconds of handling before the loader lets the event loop run other work (deliver's
+sends): a fetch of 5,000 impacts takes about a second to render."""
+BATCH_TIME = 0.05
+"""Seconds of handling after which a batch is written, and the rest of its fetch left
+for the next: a fan-out's first notices go out without waiting for the whole fetch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,9 @@ class Batch:
         key, letter = dead_letter_record(Source(record), stage, exc)
         self.sends.append((self.pipe.topic_name(t.DEAD_LETTERS), key, letter, None))
 
+
+Fetched = dict[TopicPartition, list[Any]]
+"""Records by partition, in offset order, as ``getmany`` returns them."""
 
 Handler = Callable[[Any, "Batch"], None]
 """Handles one record into the batch. It decodes and checks before it writes, so an
@@ -192,41 +205,68 @@ class BulkLoader:
         written, so outputs never overtake each other on a partition.
         """
         below: Batch | None = None
+        rest: Fetched = {}
         while True:
-            fetched = await consumer.getmany(
-                timeout_ms=int(FETCH_WAIT * 1000), max_records=self._pipe.settings.directory_batch
-            )
-            batch = self._handle(fetched, below) if fetched else None
+            if not rest:
+                rest = await consumer.getmany(
+                    timeout_ms=int(FETCH_WAIT * 1000),
+                    max_records=self._pipe.settings.directory_batch,
+                )
+            batch, handled, rest = await self._handle(rest, below) if rest else (None, {}, {})
             if self._writing is not None:
                 if not await self._writing:
                     return False
                 self._writing = None
             if batch is not None:
-                self._writing = asyncio.ensure_future(self._finish(batch, fetched))
+                self._writing = asyncio.ensure_future(self._finish(batch, handled))
             below = batch
 
-    def _handle(self, fetched: Mapping[TopicPartition, list[Any]], below: Batch | None) -> Batch:
+    async def _handle(
+        self, fetched: Fetched, below: Batch | None
+    ) -> tuple[Batch, Fetched, Fetched]:
+        """Handle records until the fetch is done or ``BATCH_TIME`` is up: the batch, the
+        records it holds, and the records left for the next batch."""
         batch = Batch(self._pipe, below)
-        for tp, records in fetched.items():
+        handled: Fetched = {}
+        tps = list(fetched)
+        ends = time.perf_counter() + BATCH_TIME
+        due = time.perf_counter() + SLICE
+        for n, tp in enumerate(tps):
             stage, handle = self._stages[tp.topic]
-            for record in records:
+            records = fetched[tp]
+            for i, record in enumerate(records):
                 try:
                     handle(record, batch)
                 except Exception as exc:  # the record is at fault
                     batch.dead_letter(stage, record, exc)
-        return batch
+                now = time.perf_counter()
+                if now >= ends and (i + 1 < len(records) or n + 1 < len(tps)):
+                    handled[tp] = records[: i + 1]
+                    rest = {tp: records[i + 1 :]} if i + 1 < len(records) else {}
+                    rest.update((later, fetched[later]) for later in tps[n + 1 :])
+                    return batch, handled, rest
+                if now >= due:
+                    await asyncio.sleep(0)
+                    due = time.perf_counter() + SLICE
+            handled[tp] = records
+        return batch, handled, {}
 
-    async def _finish(self, batch: Batch, fetched: Mapping[TopicPartition, list[Any]]) -> bool:
-        """Write a batch's outputs, then store its table entries, then commit its offsets."""
+    async def _finish(self, batch: Batch, fetched: Fetched) -> bool:
+        """Write a batch's outputs, then its changelog records, then store its table
+        entries, then commit its offsets."""
         written = [  # some partitions were only read
             (w, w.table.changelog_topic.get_topic_name())
             for w in batch.tables.values()
             if w.entries
         ]
+        changelog: list[Send] = []
         for writes, topic in written:
-            batch.sends.extend((topic, k, v, writes.partition) for k, v in writes.entries.items())
+            changelog.extend((topic, k, v, writes.partition) for k, v in writes.entries.items())
         producer = self._pipe.app.producer._ensure_producer()
-        offsets = await write_all(producer, batch.sends, self._pipe.settings.partitions)
+        partitions = self._pipe.settings.partitions
+        if batch.sends:
+            await write_all(producer, batch.sends, partitions)
+        offsets = await write_all(producer, changelog, partitions) if changelog else {}
         for writes, topic in written:
             scan.write(
                 writes.table, writes.partition, writes.entries, offsets[topic, writes.partition]
@@ -237,6 +277,16 @@ class BulkLoader:
         done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}
         committed: bool = await self._pipe.app.consumer._commit(done)
         return committed
+
+
+def register(pipe: Pipeline, stages: Mapping[t.TopicSpec, tuple[str, Handler]]) -> BulkLoader:
+    """Read ``stages``' topics in bulk on Faust's partitions: subscribed in its group,
+    never fetched by it; the loader is started and halted by ``faust_fixes``."""
+    loader = BulkLoader(pipe, stages)
+    for spec in stages:
+        pipe.app.topics.add(pipe.topics[spec.name])
+    faust_fixes.attach_bulk(pipe.app, loader)
+    return loader
 
 
 async def _committed(thread: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from preaviso.agents.bulk import Batch, BulkLoader, Handler
+from preaviso.agents.bulk import Batch, Handler
 from preaviso.agents.produce import partition_for
 from preaviso.audience import DirectoryEntry, newer, owned_product
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded
-from preaviso.streams import faust_fixes, keys
+from preaviso.streams import keys
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_expected, encode
 
 
-def register(pipe: Pipeline) -> BulkLoader:
-    """The four directory stages, read in bulk (``agents/bulk.py``) on Faust's partitions."""
+def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
+    """The four directory stages, to be read in bulk (``agents/bulk.py``)."""
 
     partitions = pipe.settings.partitions
 
@@ -55,17 +55,12 @@ def register(pipe: Pipeline) -> BulkLoader:
         ownership = decode(OwnershipRecorded, record.value, trusted=True)
         record_owner(batch.table("owners", record.partition), ownership)
 
-    stages: dict[t.TopicSpec, tuple[str, Handler]] = {
+    return {
         t.CUSTOMERS: ("directory-customers", repartition_customer),
         t.CUSTOMERS_BY_ID: ("directory-entries", keep_customer),
         t.OWNERSHIPS: ("directory-ownerships", repartition_ownership),
         t.OWNERSHIPS_BY_SKU: ("directory-owners", keep_owner),
     }
-    loader = BulkLoader(pipe, stages)
-    for spec in stages:  # assigned in Faust's group, never fetched by Faust
-        pipe.app.topics.add(pipe.topics[spec.name])
-    faust_fixes.attach_bulk(pipe.app, loader)  # started and halted there
-    return loader
 
 
 def upsert_customer(

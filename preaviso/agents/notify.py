@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from preaviso.agents import ledger
-from preaviso.agents.stage import EventHandler, Outbox, run_stage
+from preaviso.agents.bulk import Batch, Handler
 from preaviso.audience import DirectoryEntry
 from preaviso.mail import build_message, make_message_id
 from preaviso.render import Renderer
@@ -55,31 +55,28 @@ def compose_notice(
     )
 
 
-def register(pipe: Pipeline) -> None:
-    customers = pipe.tables["customers"]
-    issued = pipe.tables["issued"]
+def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
+    """notify, to be read in bulk (``agents/bulk.py``): a fan-out's impacts come in
+    thousands, and each passed Faust's per-event hand-over before any rendering."""
     renderer = Renderer(company_name=pipe.settings.company_name)
+    settings = pipe.settings
 
-    def notify(outbox: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
-            impact = decode(Impact, event.message.value)
-            key = impact.customer_id.encode()
-            if ledger.contains(issued, key, impact.notice_id):
-                return  # already issued: a redelivered or repeated impact
-            if not outbox.claim(impact.notice_id):
-                return  # the same impact earlier in this batch is being issued
-            raw = customers.get(key)
-            if raw is None:
-                raise UnknownCustomerError(
-                    f"customer {impact.customer_id} is not in the directory; publish its "
-                    "CustomerUpserted, then replay this record from the dead-letter topic"
-                )
-            customer = decode(DirectoryEntry, raw, trusted=True).customer
-            notice = compose_notice(impact, customer, renderer, pipe.settings, datetime.now(UTC))
-            await outbox.send(t.NOTICES, key, encode(notice))
-            # Only a notice Kafka holds may be marked issued: after the batch's flush.
-            outbox.after_write(lambda: ledger.add(issued, key, impact.notice_id))
+    def notify(record: Any, batch: Batch) -> None:
+        impact = decode(Impact, record.value)
+        key = impact.customer_id.encode()
+        issued = batch.table("issued", record.partition)
+        if ledger.contains(issued, key, impact.notice_id):
+            return  # already issued: a redelivered or repeated impact (or one in this fetch)
+        raw = batch.table("customers", record.partition).get(key)
+        if raw is None:
+            raise UnknownCustomerError(
+                f"customer {impact.customer_id} is not in the directory; publish its "
+                "CustomerUpserted, then replay this record from the dead-letter topic"
+            )
+        customer = decode(DirectoryEntry, raw, trusted=True).customer
+        notice = compose_notice(impact, customer, renderer, settings, datetime.now(UTC))
+        batch.send(t.NOTICES, key, encode(notice))
+        # Written to Kafka after the fetch's notices, stored after that (bulk._finish).
+        ledger.add(issued, key, impact.notice_id)
 
-        return handle
-
-    run_stage(pipe, t.IMPACTS, "notify", notify)
+    return {t.IMPACTS: ("notify", notify)}

@@ -1,0 +1,180 @@
+"""How the bulk loop cuts fetches into batches and writes them, and notify as one of its
+stages: a notice is written before its ``issued`` mark, a fetch is never handled twice."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from faust.types import TP
+
+from preaviso.agents import bulk, notify
+from preaviso.audience import DirectoryEntry, discontinuation_impacts, owned_product
+from preaviso.devtools import dataset
+from preaviso.schemas.records import Impact, Notice
+from preaviso.settings import Settings
+from preaviso.streams import keys, scan
+from preaviso.streams import topics as t
+from preaviso.streams.codecs import decode, encode
+from tests.unit.stores import Tables
+
+SETTINGS = Settings(partitions=2, message_id_domain="notices.example.com")
+PEOPLE, OWNED = dataset.directory(40)
+
+
+@dataclass
+class Record:
+    """What ``getmany`` returns, as far as the loop reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes = b""
+
+
+class GatedProducer:
+    """Writes every batch at once, except those for ``gated`` topics: held until opened."""
+
+    def __init__(self, gated: str) -> None:
+        self.gated, self.opened = gated, asyncio.Event()
+        self.written: list[tuple[str, int, list[Any]]] = []
+
+    def create_batch(self) -> Any:
+        records: list[Any] = []
+        return SimpleNamespace(
+            records=records,
+            append=lambda *, key, value, timestamp: records.append((key, value)) or object(),
+            close=lambda: None,
+        )
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        return asyncio.ensure_future(self._write(batch.records, topic, partition))
+
+    async def _write(self, records: list[Any], topic: str, partition: int) -> Any:
+        if topic == self.gated:
+            await self.opened.wait()
+        self.written.append((topic, partition, records))
+        return SimpleNamespace(offset=len(self.written))
+
+
+def a_pipe(tables: Tables, producer: Any, commits: list[dict[Any, int]]) -> Any:
+    async def commit(offsets: dict[Any, int]) -> bool:
+        commits.append(offsets)
+        return True
+
+    return SimpleNamespace(
+        settings=SETTINGS,
+        tables={name: tables.table(name) for name in ("customers", "issued")},
+        topic_name=lambda spec: SETTINGS.topic(spec.name),
+        app=SimpleNamespace(
+            producer=SimpleNamespace(_ensure_producer=lambda: producer),
+            consumer=SimpleNamespace(_commit=commit),
+        ),
+    )
+
+
+def impacts_of(customer_ids: set[str]) -> list[Impact]:
+    owners = [(o.customer_id, owned_product(o)) for o in OWNED if o.sku == "DW400-W"]
+    event = dataset.dishwasher_discontinued()
+    return [
+        impact
+        for impact in discontinuation_impacts(event, "DW400-W", owners)
+        if impact.customer_id in customer_ids
+    ]
+
+
+def store_customer(tables: Tables, table: Any, partition: int, customer_id: str) -> None:
+    customer = next(c for c in PEOPLE if c.customer_id == customer_id)
+    entry = encode(DirectoryEntry(partition=partition, customer=customer))
+    tables.put(table, partition, customer_id.encode(), entry)
+
+
+async def test_a_notice_is_written_before_its_issued_mark_reaches_kafka(
+    tables: Tables,
+) -> None:
+    producer = GatedProducer(gated=SETTINGS.topic("notices"))
+    commits: list[dict[Any, int]] = []
+    pipe = a_pipe(tables, producer, commits)
+    [impact] = impacts_of({next(o.customer_id for o in OWNED if o.sku == "DW400-W")})
+    store_customer(tables, pipe.tables["customers"], 1, impact.customer_id)
+    [(_, handle)] = notify.stages(pipe).values()
+    record = Record(SETTINGS.topic("impacts"), 1, 9, impact.customer_id.encode(), encode(impact))
+    batch = bulk.Batch(pipe)
+    handle(record, batch)
+
+    finishing = asyncio.ensure_future(
+        bulk.BulkLoader(pipe, {})._finish(batch, {TopicPartition(record.topic, 1): [record]})
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert producer.written == []  # the notice is not written: nor is its mark
+    assert commits == []
+
+    producer.opened.set()
+    assert await finishing
+
+    topics = [topic for topic, _, _ in producer.written]
+    assert topics == [
+        SETTINGS.topic("notices"),
+        pipe.tables["issued"].changelog_topic.get_topic_name(),
+    ]
+    mark = keys.key(impact.customer_id.encode(), impact.notice_id.encode())
+    assert scan.read(pipe.tables["issued"], 1, mark) == keys.MARK
+    assert commits == [{TP(record.topic, 1): 10}]
+
+
+def test_notify_issues_each_impact_of_a_fetch_once_and_names_an_unknown_customer(
+    tables: Tables,
+) -> None:
+    pipe = a_pipe(tables, None, [])
+    owners = sorted({o.customer_id for o in OWNED if o.sku == "DW400-W"})
+    known, unknown = owners[0], owners[1]
+    store_customer(tables, pipe.tables["customers"], 0, known)
+    [(stage, handle)] = notify.stages(pipe).values()
+    [first] = impacts_of({known})
+    [stranger] = impacts_of({unknown})
+    topic = SETTINGS.topic("impacts")
+    batch = bulk.Batch(pipe)
+
+    handle(Record(topic, 0, 0, known.encode(), encode(first)), batch)
+    handle(Record(topic, 0, 1, known.encode(), encode(first)), batch)  # the same again
+    with pytest.raises(notify.UnknownCustomerError, match=unknown):
+        handle(Record(topic, 0, 2, unknown.encode(), encode(stranger)), batch)
+
+    assert stage == "notify"
+    [(sent_to, key, value, _)] = batch.sends
+    notice = decode(Notice, value)
+    customer = next(c for c in PEOPLE if c.customer_id == known)
+    assert (sent_to, key) == (SETTINGS.topic("notices"), known.encode())
+    assert (notice.notice_id, notice.recipient) == (first.notice_id, str(customer.email))
+    assert f"<{first.notice_id}@notices.example.com>" in notice.mime
+
+
+async def test_a_fetch_cut_short_by_the_batch_time_is_handled_once_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bulk, "BATCH_TIME", 0.0)  # every record ends its batch
+    seen: list[tuple[int, int]] = []
+    pipe = SimpleNamespace(topic_name=lambda spec: SETTINGS.topic(spec.name))
+    loader = bulk.BulkLoader(pipe, {t.IMPACTS: ("notify", lambda r, b: seen.append(where(r)))})  # type: ignore[arg-type]
+    topic = SETTINGS.topic("impacts")
+    rest: bulk.Fetched = {
+        TopicPartition(topic, 0): [Record(topic, 0, n) for n in (4, 5, 6)],
+        TopicPartition(topic, 1): [Record(topic, 1, n) for n in (0, 1)],
+    }
+    batches: list[bulk.Fetched] = []
+    while rest:
+        _, handled, rest = await loader._handle(rest, None)
+        batches.append(handled)
+
+    assert seen == [(0, 4), (0, 5), (0, 6), (1, 0), (1, 1)]
+    assert [[where(r) for rs in b.values() for r in rs] for b in batches] == [[s] for s in seen]
+
+
+def where(record: Any) -> tuple[int, int]:
+    return record.partition, record.offset
