@@ -74,6 +74,9 @@ def run_suite(
     measured = (tree or here).resolve()
     if tree is not None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(measured), str(here)])
+        # ``python -m`` puts the working directory first on the worker's path, before
+        # PYTHONPATH: run from here, the worker imported this tree, not ``tree``.
+        os.chdir(measured)
     meta = describe(measured, command)
     work = work or Path(tempfile.mkdtemp(prefix="preaviso-bench-"))
     say(f"work dir (logs, profiles): {work}")

@@ -27,6 +27,7 @@ from typing import Any
 import mode
 
 from preaviso.agents import hold, ledger
+from preaviso.agents.receipts import Recorder
 from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
@@ -125,6 +126,12 @@ def after_refusal(
     )
 
 
+def resend_bound(connections: int) -> int:
+    """Most mails one crash can send again: those in flight on the ``connections``, and
+    as many answered whose ledger entry is not in Kafka yet (``receipts.Recorder``)."""
+    return 2 * connections
+
+
 class Interrupted(Exception):
     """The worker stops or rebalances while a notice waits for the SMTP server."""
 
@@ -200,6 +207,12 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         return await hold.pause(app, seconds)
 
     sending = OneAtATime(pause)
+    recorder = Recorder(
+        app.producer._ensure_producer,
+        pipe.topic_name(t.RECEIPTS),
+        delivered,
+        settings.partitions,
+    )
 
     async def attempt(
         outbox: Outbox,
@@ -207,6 +220,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         notice: Notice,
         first_attempt_at: datetime | None,
         attempts: int,
+        answered: Callable[[], None] = lambda: None,
     ) -> None:
         """Try the notice unless the ledger has it; then a receipt, or park it (again).
 
@@ -216,10 +230,11 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         every notice at once).
 
         The receipt and the ledger entry are written as soon as the server has
-        answered, not at the batch's flush, and the connection (``in_flight``'s slot)
-        takes no other mail meanwhile: a crash re-sends only the mails whose ledger
-        entry Kafka did not hold, at most the mails in flight
-        (``PREAVISO_SMTP_CONNECTIONS``).
+        answered, not at the batch's flush, together with those of the other mails
+        answered meanwhile (``receipts.Recorder``). ``answered`` is called once the
+        server has answered: the connection takes the next mail while this one is
+        recorded. A crash re-sends only the mails whose ledger entry Kafka did not
+        hold: those in flight and those being recorded, which ``deliver`` bounds.
         """
         key = notice.customer_id.encode()
         async with sending.only(notice.notice_id):
@@ -230,6 +245,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             try:
                 receipt = await send_notice(smtp, settings, notice, pause)
             except SmtpTemporaryError as refusal:
+                answered()
                 now = datetime.now(UTC)
                 first = first_attempt_at or now
                 outcome = after_refusal(
@@ -261,35 +277,48 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                     (outcome.sent_at - first).total_seconds(),
                 )
                 receipt = outcome
-            await outbox.write(t.RECEIPTS, key, encode(receipt))
-            # The receipt is the proof: the ledger says "done" only once Kafka holds it.
-            await ledger.add_now(delivered, key, notice.notice_id)
+            answered()
+            await recorder.record(event.message.partition, key, notice.notice_id, encode(receipt))
 
     slots = asyncio.Semaphore(settings.smtp_connections)
+    unrecorded = asyncio.Semaphore(resend_bound(settings.smtp_connections))
 
     def deliver(outbox: Outbox) -> EventHandler:
         """Up to ``PREAVISO_SMTP_CONNECTIONS`` notices in flight, each on its own connection.
 
         The loop goes on to the next notice while one is sent; a notice is released
         (and its offset may be committed) once it and every notice before it on its
-        partition is done, so a slow one delays commits, never other sends.
+        partition is done, so a slow one delays commits, never other sends. A
+        connection takes its next notice while the last one's receipt is written,
+        but at most ``resend_bound`` notices are sent or being sent without their
+        ledger entry in Kafka: a crash sends no more than that again.
         """
 
         async def handle(event: Any) -> Beside:
             notice = decode(Notice, event.message.value)
+            await unrecorded.acquire()
             await slots.acquire()
             return in_flight(outbox, event, notice)
 
         return handle
 
     async def in_flight(outbox: Outbox, event: Any, notice: Notice) -> None:
-        """One notice beside the loop; its slot is free again once its outcome is recorded."""
+        """One notice beside the loop; its connection is free again once the server answered."""
+        holding = True
+
+        def answered() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                slots.release()
+
         try:
-            await attempt(outbox, event, notice, None, 1)
+            await attempt(outbox, event, notice, None, 1, answered)
         except Interrupted:
             hold.give_back(event)
         finally:
-            slots.release()
+            answered()
+            unrecorded.release()
 
     def deliver_retry(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
@@ -315,6 +344,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         """Closes the pooled SMTP connections when the worker stops."""
 
         async def on_stop(self) -> None:
+            recorder.close()
             await smtp.aclose()
 
     pipe.app.service(SmtpPool)

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from faust.types import TP
-
 from preaviso.streams import keys
-from preaviso.streams.kafka import send_now
 
 
 def contains(table: Any, customer_key: bytes, notice_id: str) -> bool:
@@ -26,28 +23,3 @@ def contains(table: Any, customer_key: bytes, notice_id: str) -> bool:
 
 def add(table: Any, customer_key: bytes, notice_id: str) -> None:
     table[keys.key(customer_key, notice_id.encode())] = keys.MARK
-
-
-async def add_now(table: Any, customer_key: bytes, notice_id: str) -> None:
-    """``add``, then wait until Kafka holds the entry's changelog record.
-
-    ``table[key] = value`` hands the changelog record to Faust's producer buffer and
-    returns; a crash before it is written loses the entry from the changelog (a
-    restart with an empty data dir would then send the notice again). deliver waits
-    for it before taking the next mail on that connection, so at most the mails in
-    flight are ever sent twice. Same writes as ``table[key] = value``: the store,
-    then the changelog, to the partition of the event being handled.
-    """
-    key = keys.key(customer_key, notice_id.encode())
-    table.data[key] = keys.MARK
-    written = await table.changelog_topic.send(
-        key=key, value=keys.MARK, partition=table.partition_for_key(key)
-    )
-    send_now(table.app.producer)
-    meta = await written
-    # What ``table[key] = value`` does once its record is written: remember how far the
-    # changelog is in the store, so a restart with the data dir kept reads on from
-    # there instead of replaying every entry (17.7 s after 250,000 mails).
-    tp = TP(meta.topic, meta.partition)
-    if meta.offset > (table.data.persisted_offset(tp) or -1):
-        table.data.set_persisted_offset(tp, meta.offset)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from preaviso.agents.deliver import resend_bound
 from preaviso.devtools.dataset import policy_for_everyone
 from preaviso.devtools.observe import CONSUMED_TOPICS, committed_offsets, read_records
 from preaviso.devtools.rig import Rig
@@ -119,7 +120,7 @@ class CycleReport:
         if self.duplicates > self.duplicate_bound:
             found.append(
                 f"{self.duplicates} duplicate mails, more than {self.duplicate_bound} "
-                f"({self.faults} fault(s) x SMTP connections)"
+                f"({self.faults} fault(s) x deliver.resend_bound)"
             )
         if self.unexpected:
             found.append(f"{self.unexpected} mails that no change owed")
@@ -227,7 +228,7 @@ def run_cycle(
     time.sleep(max(0.0, settle - (time.monotonic() - done_at)))
     _count(rig, report, expected)
     report.faults = rig.faults - faults_before
-    report.duplicate_bound = report.faults * rig.settings.smtp_connections
+    report.duplicate_bound = report.faults * resend_bound(rig.settings.smtp_connections)
     report.crashed = rig.crashed()
     report.seconds = time.monotonic() - started
     return report

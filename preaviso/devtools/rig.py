@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from preaviso.agents.deliver import resend_bound
 from preaviso.devtools.observe import MailBox, partition_lag
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.publish import publish
@@ -133,7 +134,7 @@ class Rig:
         """Extra mails over every Message-ID owed so far, and the bound all faults allow."""
         self.mail.scan()
         extra = sum(n - 1 for m, n in self.mail.counts().items() if m in self.owed and n > 1)
-        return extra, self.faults * self.settings.smtp_connections
+        return extra, self.faults * resend_bound(self.settings.smtp_connections)
 
     def _process(self, name: str) -> WorkerProcess:
         slot = self._slots[name]

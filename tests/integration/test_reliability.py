@@ -6,8 +6,9 @@ and strikes (kill -9, SIGTERM, a restart with the kept or an empty data dir, a s
 worker joining) once a share of that change's mails has arrived. After the last mail,
 the group's lag must return to zero and, once a settle time has passed, every
 affected customer must have a mail and a receipt. Duplicates (the same Message-ID
-twice) may only come from a worker that died or stopped mid-send: at most one per
-SMTP connection (``smtp_connections``) per fault. Who is affected comes from
+twice) may only come from a worker that died or stopped mid-send: at most the mails
+in flight or answered but not yet recorded, ``deliver.resend_bound`` (two per SMTP
+connection) per fault. Who is affected comes from
 ``tests/oracle.py``, not from the code under test.
 
 Each test prints its seed; rerun a failure with ``PREAVISO_CHAOS_SEED=<seed>``.

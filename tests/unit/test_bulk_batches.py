@@ -20,6 +20,7 @@ from preaviso.settings import Settings
 from preaviso.streams import keys, scan
 from preaviso.streams import topics as t
 from preaviso.streams.codecs import decode, encode
+from tests.unit.producers import GatedProducer
 from tests.unit.stores import Tables
 
 SETTINGS = Settings(partitions=2, message_id_domain="notices.example.com")
@@ -35,31 +36,6 @@ class Record:
     offset: int
     key: bytes | None = None
     value: bytes = b""
-
-
-class GatedProducer:
-    """Writes every batch at once, except those for ``gated`` topics: held until opened."""
-
-    def __init__(self, gated: str) -> None:
-        self.gated, self.opened = gated, asyncio.Event()
-        self.written: list[tuple[str, int, list[Any]]] = []
-
-    def create_batch(self) -> Any:
-        records: list[Any] = []
-        return SimpleNamespace(
-            records=records,
-            append=lambda *, key, value, timestamp: records.append((key, value)) or object(),
-            close=lambda: None,
-        )
-
-    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
-        return asyncio.ensure_future(self._write(batch.records, topic, partition))
-
-    async def _write(self, records: list[Any], topic: str, partition: int) -> Any:
-        if topic == self.gated:
-            await self.opened.wait()
-        self.written.append((topic, partition, records))
-        return SimpleNamespace(offset=len(self.written))
 
 
 def a_pipe(tables: Tables, producer: Any, commits: list[dict[Any, int]]) -> Any:

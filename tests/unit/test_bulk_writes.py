@@ -212,38 +212,6 @@ async def test_a_fan_out_is_written_a_chunk_at_a_time(monkeypatch: Any) -> None:
     assert sorted(k for v in producer.log.values() for k, _ in v) == [b"C%d" % n for n in range(7)]
 
 
-async def test_a_ledger_entry_written_at_once_moves_the_persisted_offset_on(
-    tables: Tables, monkeypatch: Any
-) -> None:
-    from preaviso.agents import ledger
-    from preaviso.agents.outbox import as_current
-
-    table = tables.table("delivered")
-    topic = table.changelog_topic.get_topic_name()
-    offsets = iter([7, 5])  # the second answer comes back out of order
-
-    async def send(**_: Any) -> Any:
-        written = asyncio.get_running_loop().create_future()
-        written.set_result(SimpleNamespace(topic=topic, partition=1, offset=next(offsets)))
-        return written
-
-    monkeypatch.setattr(table.changelog_topic, "send", send)
-    monkeypatch.setattr(table, "partition_for_key", lambda key: 1)
-
-    class Event:  # the notice being delivered: Faust writes to its partition
-        message = SimpleNamespace(partition=1)
-
-    event = Event()
-    with as_current(event):
-        await ledger.add_now(table, b"C1", "n1")
-        await ledger.add_now(table, b"C1", "n2")
-
-    with as_current(event):
-        assert ledger.contains(table.data, b"C1", "n1")
-    if tables.rocksdb:  # a restart reads the changelog on from there (never backwards)
-        assert table.data.persisted_offset(TP(topic, 1)) == 7
-
-
 async def test_a_batch_that_only_read_a_table_partition_is_written_and_committed(
     tables: Tables,
 ) -> None:
