@@ -59,6 +59,8 @@ deliver-retry waits for parked notices in turn, so one due later holds up those
 behind it for at most this long.
 """
 REPLY_CHARS = 4000
+RECORD_ON_STOP = 5.0
+"""Seconds a stopping worker gives the receipts of mails already answered to be written."""
 
 Pause = Callable[[float], Awaitable[bool]]
 """Sleep that many seconds; False if the worker stops (or rebalances) meanwhile."""
@@ -344,6 +346,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         """Closes the pooled SMTP connections when the worker stops."""
 
         async def on_stop(self) -> None:
+            await recorder.drain(RECORD_ON_STOP)
             recorder.close()
             await smtp.aclose()
 

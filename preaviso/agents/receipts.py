@@ -53,6 +53,12 @@ class Recorder:
             self._task = asyncio.ensure_future(self._run())
         await asyncio.shield(done)  # a waiter cancelled (a stop) leaves the others' writes be
 
+    async def drain(self, seconds: float) -> None:
+        """Give the mails answered so far ``seconds`` to be recorded (a graceful stop):
+        each one recorded now is one not sent again after the restart."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=seconds)
+
     def close(self) -> None:
         """Stop writing (the worker stops): mails not recorded are sent again after a restart."""
         if self._task is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from faust.types import TP
 
 from preaviso.agents.produce import partition_for
@@ -21,71 +23,95 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def marked(table: Any, partition: int, customer: bytes, notice_id: str) -> bool:
-    return scan.read(table, partition, keys.key(customer, notice_id.encode())) == keys.MARK
+@dataclass
+class Rig:
+    """A ``delivered`` table, a producer that holds receipts until opened, their recorder."""
+
+    table: Any
+    producer: GatedProducer
+    recorder: Recorder
+    rocksdb: bool
+
+    @property
+    def changelog(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    def marked(self, partition: int, customer: bytes, notice_id: str) -> bool:
+        key = keys.key(customer, notice_id.encode())
+        return scan.read(self.table, partition, key) == keys.MARK
+
+    def persisted(self, partition: int) -> int | None:
+        """Where a restart with the data dir kept reads the changelog from (RocksDB only)."""
+        offset: int | None = self.table.data.persisted_offset(TP(self.changelog, partition))
+        return offset
 
 
-async def test_a_ledger_entry_follows_its_receipt_into_kafka_and_then_the_store(
-    tables: Tables,
-) -> None:
+@pytest.fixture
+def rig(tables: Tables) -> Rig:
     table = tables.table("delivered")
-    changelog = table.changelog_topic.get_topic_name()
     producer = GatedProducer(gated=RECEIPTS)
     recorder = Recorder(producer, RECEIPTS, table, partitions=2)
+    return Rig(table, producer, recorder, tables.rocksdb)
 
-    recording = asyncio.ensure_future(recorder.record(1, b"C1", "n1", b"receipt-1"))
+
+async def test_a_ledger_entry_follows_its_receipt_into_kafka_and_then_the_store(rig: Rig) -> None:
+    recording = asyncio.ensure_future(rig.recorder.record(1, b"C1", "n1", b"receipt-1"))
     await settle()
-    assert producer.written == []  # no entry says "done" while its proof is not written
-    assert not marked(table, 1, b"C1", "n1")
+    assert rig.producer.written == []  # no entry says "done" while its proof is not written
+    assert not rig.marked(1, b"C1", "n1")
 
-    producer.opened.set()
+    rig.producer.opened.set()
     await recording
 
-    assert [(topic, partition) for topic, partition, _ in producer.written] == [
+    assert [(topic, partition) for topic, partition, _ in rig.producer.written] == [
         (RECEIPTS, partition_for(b"C1", 2)),
-        (changelog, 1),  # the notice's partition, whatever the entry's key hashes to
+        (rig.changelog, 1),  # the notice's partition, whatever the entry's key hashes to
     ]
-    assert marked(table, 1, b"C1", "n1")
-    if tables.rocksdb:  # a restart with the data dir kept reads the changelog from there on
-        assert table.data.persisted_offset(TP(changelog, 1)) == 0
+    assert rig.marked(1, b"C1", "n1")
+    if rig.rocksdb:
+        assert rig.persisted(1) == 0
 
 
-async def test_mails_answered_while_a_group_is_written_are_written_together_next(
-    tables: Tables,
-) -> None:
-    table = tables.table("delivered")
-    changelog = table.changelog_topic.get_topic_name()
-    producer = GatedProducer(gated=RECEIPTS)
-    recorder = Recorder(producer, RECEIPTS, table, partitions=2)
-
-    first = asyncio.ensure_future(recorder.record(0, b"C1", "n1", b"r1"))
+async def test_mails_answered_while_a_group_is_written_are_written_together_next(rig: Rig) -> None:
+    first = asyncio.ensure_future(rig.recorder.record(0, b"C1", "n1", b"r1"))
     await settle()
     later = [
-        asyncio.ensure_future(recorder.record(0, f"C{n}".encode(), f"n{n}", f"r{n}".encode()))
+        asyncio.ensure_future(rig.recorder.record(0, f"C{n}".encode(), f"n{n}", f"r{n}".encode()))
         for n in (2, 3, 4)
     ]
     await settle()
-    producer.opened.set()
+    rig.producer.opened.set()
     await asyncio.gather(first, *later)
 
-    entry_writes = [records for topic, _, records in producer.written if topic == changelog]
-    assert [len(records) for records in entry_writes] == [1, 3]
-    assert all(marked(table, 0, f"C{n}".encode(), f"n{n}") for n in (1, 2, 3, 4))
-    if tables.rocksdb:
-        assert table.data.persisted_offset(TP(changelog, 0)) == 3
+    written = [records for topic, _, records in rig.producer.written if topic == rig.changelog]
+    assert [len(records) for records in written] == [1, 3]
+    assert all(rig.marked(0, f"C{n}".encode(), f"n{n}") for n in (1, 2, 3, 4))
+    if rig.rocksdb:
+        assert rig.persisted(0) == 3
 
 
-async def test_a_waiter_cancelled_by_a_stop_leaves_the_others_recorded(tables: Tables) -> None:
-    table = tables.table("delivered")
-    producer = GatedProducer(gated=RECEIPTS)
-    recorder = Recorder(producer, RECEIPTS, table, partitions=2)
-
-    cancelled = asyncio.ensure_future(recorder.record(0, b"C1", "n1", b"r1"))
-    kept = asyncio.ensure_future(recorder.record(0, b"C2", "n2", b"r2"))
+async def test_a_waiter_cancelled_by_a_stop_leaves_the_others_recorded(rig: Rig) -> None:
+    cancelled = asyncio.ensure_future(rig.recorder.record(0, b"C1", "n1", b"r1"))
+    kept = asyncio.ensure_future(rig.recorder.record(0, b"C2", "n2", b"r2"))
     await settle()
     cancelled.cancel()
-    producer.opened.set()
+    rig.producer.opened.set()
     await kept
 
-    assert marked(table, 0, b"C1", "n1")  # sent, so recorded all the same
-    assert marked(table, 0, b"C2", "n2")
+    assert rig.marked(0, b"C1", "n1")  # sent, so recorded all the same
+    assert rig.marked(0, b"C2", "n2")
+
+
+async def test_a_graceful_stop_gives_the_answered_mails_time_to_be_recorded(rig: Rig) -> None:
+    waiting = asyncio.ensure_future(rig.recorder.record(0, b"C1", "n1", b"r1"))
+    await settle()
+
+    await rig.recorder.drain(0.05)  # Kafka does not answer: the stop goes on without it
+    assert not waiting.done()
+    asyncio.get_running_loop().call_later(0.05, rig.producer.opened.set)
+    await rig.recorder.drain(5.0)  # it does: the mail is recorded before the stop goes on
+    rig.recorder.close()
+
+    assert waiting.done()
+    assert waiting.exception() is None
+    assert rig.marked(0, b"C1", "n1")
