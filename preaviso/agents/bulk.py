@@ -4,10 +4,11 @@ Faust hands an agent one record at a time, at ~20 µs each before any work. The
 directory stages (a record passes two of them, a million customers and three
 million purchases) and notify (one impact per notice) pay that fixed cost on
 every record, so their topics are read here instead, by a plain aiokafka
-consumer, a fetch at a time: each record is handled as before (the same pure
-functions), the outputs of a fetch are sent together, its table entries then go
-to their changelogs and only then to the store, and then the fetch's offsets are
-committed. A table entry never reaches Kafka before the outputs of its fetch: an
+consumer, a fetch at a time, in batches (a fetch, or the part of it handled within
+``BATCH_TIME``): each record is handled as before (the same pure functions), the
+outputs of a batch are sent together, its table entries then go to their
+changelogs and only then to the store, and then the batch's offsets are
+committed. A table entry never reaches Kafka before the outputs of its batch: an
 ``issued`` mark must not outlive a notice a crash kept from being written.
 
 Faust still owns the partitions. The app subscribes the topics, so they are
@@ -17,7 +18,7 @@ them. A loader starts on the partitions Faust assigned once Faust's table
 recovery is over, and is halted before Faust's revoke goes on
 (``streams/faust_fixes.py``). Offsets are committed through Faust's consumer: a
 commit from a loader whose partitions have moved fails (stale generation) and
-stops it. At-least-once: a crash before the commit replays the fetch, and every
+stops it. At-least-once: a crash before the commit replays the batch, and every
 write here is idempotent (the newest upsert wins; the same owner entry again; a
 notice already in ``issued`` is skipped, and deliver sends a notice id once).
 """
@@ -50,8 +51,9 @@ SLICE = 0.005
 """Seconds of handling before the loader lets the event loop run other work (deliver's
 sends): a fetch of 5,000 impacts takes about a second to render."""
 BATCH_TIME = 0.05
-"""Seconds of handling after which a batch is written, and the rest of its fetch left
-for the next: a fan-out's first notices go out without waiting for the whole fetch."""
+"""Seconds (wall clock, yields to other work included) after which a batch is written
+and the rest of its fetch left for the next: a fan-out's first notices go out without
+waiting for the whole fetch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,8 @@ class TableWrites:
 
 @dataclass(slots=True)
 class Batch:
-    """What the records of one fetch produce: records to send, table writes, dead letters."""
+    """What the records of one batch (a fetch, or part of one) produce: records to send,
+    table writes, dead letters."""
 
     pipe: Pipeline
     below: Batch | None = None
@@ -181,9 +184,6 @@ class BulkLoader:
                 )
                 await asyncio.sleep(backoff(attempt))
             finally:
-                if self._writing is not None:
-                    self._writing.cancel()
-                    self._writing = None
                 await consumer.stop()
 
     async def _seek_committed(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
@@ -198,7 +198,7 @@ class BulkLoader:
                 consumer.seek(tp, offset)
 
     async def _load(self, consumer: AIOKafkaConsumer) -> bool:
-        """Handle fetch after fetch; False once Faust's group has moved on.
+        """Handle batch after batch; False once Faust's group has moved on.
 
         One batch is written while the next is handled: its table writes are seen
         by the next (``TableWrites.below``), and the next is sent only once it is
@@ -206,20 +206,28 @@ class BulkLoader:
         """
         below: Batch | None = None
         rest: Fetched = {}
-        while True:
-            if not rest:
-                rest = await consumer.getmany(
-                    timeout_ms=int(FETCH_WAIT * 1000),
-                    max_records=self._pipe.settings.directory_batch,
-                )
-            batch, handled, rest = await self._handle(rest, below) if rest else (None, {}, {})
-            if self._writing is not None:
-                if not await self._writing:
-                    return False
+        writing: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                if not rest:
+                    rest = await consumer.getmany(
+                        timeout_ms=int(FETCH_WAIT * 1000),
+                        max_records=self._pipe.settings.directory_batch,
+                    )
+                batch, handled, rest = await self._handle(rest, below) if rest else (None, {}, {})
+                if writing is not None:
+                    if not await writing:
+                        return False
+                    writing = None
+                if batch is not None:
+                    # Also in self._writing, for halt() to cancel at once.
+                    writing = self._writing = asyncio.ensure_future(self._finish(batch, handled))
+                below = batch
+        finally:
+            if writing is not None:
+                writing.cancel()
+            if self._writing is writing:  # not a newer loader's
                 self._writing = None
-            if batch is not None:
-                self._writing = asyncio.ensure_future(self._finish(batch, handled))
-            below = batch
 
     async def _handle(
         self, fetched: Fetched, below: Batch | None

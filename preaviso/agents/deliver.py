@@ -27,7 +27,7 @@ from typing import Any
 import mode
 
 from preaviso.agents import hold, ledger
-from preaviso.agents.receipts import Recorder
+from preaviso.agents.receipts import Recorder, RecorderClosed
 from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
@@ -130,7 +130,8 @@ def after_refusal(
 
 def resend_bound(connections: int) -> int:
     """Most mails one crash can send again: those in flight on the ``connections``, and
-    as many answered whose ledger entry is not in Kafka yet (``receipts.Recorder``)."""
+    as many answered whose ledger entry is not in Kafka yet (``receipts.Recorder``).
+    Plus one while deliver-retry sends a parked notice (it takes no connection slot)."""
     return 2 * connections
 
 
@@ -299,7 +300,11 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         async def handle(event: Any) -> Beside:
             notice = decode(Notice, event.message.value)
             await unrecorded.acquire()
-            await slots.acquire()
+            try:
+                await slots.acquire()
+            except BaseException:  # cancelled while waiting for a connection (a stop)
+                unrecorded.release()
+                raise
             return in_flight(outbox, event, notice)
 
         return handle
@@ -316,7 +321,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
 
         try:
             await attempt(outbox, event, notice, None, 1, answered)
-        except Interrupted:
+        except (Interrupted, RecorderClosed):
             hold.give_back(event)
         finally:
             answered()
@@ -333,7 +338,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 if not await pause(min(wait, RETRY_MAX_DELAY)):
                     raise Interrupted("the worker stops while a parked notice waits")
                 await attempt(outbox, event, notice, parked.first_attempt_at, parked.attempts + 1)
-            except Interrupted:
+            except (Interrupted, RecorderClosed):
                 await hold.let_go(app, event)
 
         return handle

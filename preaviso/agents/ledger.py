@@ -4,10 +4,11 @@ One entry per (customer, notice), key ``customer_id 0x1F notice_id``: a lookup i
 point read and a write one small put, whatever the customer's history, and the
 changelog carries one tiny record per notice instead of the whole list again.
 
-The key's hash does not place the entry: Faust writes a table entry (and its
-changelog record) to the partition of the event being handled, which is the
-customer's partition of ``impacts``/``notices``. So the ledger stays co-partitioned
-with the records that read and write it.
+The key's hash does not place the entry: it is written (with its changelog record)
+to the partition of the record being handled, the customer's partition of
+``impacts`` (notify, in ``agents/bulk.py``) or ``notices`` (deliver, through
+``agents/receipts.py``). So the ledger stays co-partitioned with the records that
+read and write it.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
         key = impact.customer_id.encode()
         issued = batch.table("issued", record.partition)
         if ledger.contains(issued, key, impact.notice_id):
-            return  # already issued: a redelivered or repeated impact (or one in this fetch)
+            return  # already issued: a redelivered or repeated impact (or one in this batch)
         raw = batch.table("customers", record.partition).get(key)
         if raw is None:
             raise UnknownCustomerError(
@@ -76,7 +76,7 @@ def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
         customer = decode(DirectoryEntry, raw, trusted=True).customer
         notice = compose_notice(impact, customer, renderer, settings, datetime.now(UTC))
         batch.send(t.NOTICES, key, encode(notice))
-        # Written to Kafka after the fetch's notices, stored after that (bulk._finish).
+        # Written to Kafka after the batch's notices, stored after that (bulk._finish).
         ledger.add(issued, key, impact.notice_id)
 
     return {t.IMPACTS: ("notify", notify)}

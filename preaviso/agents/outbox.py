@@ -3,10 +3,9 @@
 A stage sends its outputs without waiting for each one; the stage loop flushes
 them together, once per batch of input records. Kafka or the network failing a
 write is retried here, in place, without running the handler again (so deliver
-does not mail twice because a receipt's first write timed out). Work that may
-only happen once a record's outputs are written (marking a notice issued or
-delivered in a ledger) is registered with ``after_write`` and runs after the
-flush, as that record.
+does not mail twice because a parked notice's first write timed out). Work that
+may only happen once a record's outputs are written is registered with
+``after_write`` and runs after the flush, as that record.
 """
 
 from __future__ import annotations
@@ -152,28 +151,6 @@ class Outbox:
         record = _Record(self._pipe.topic_name(spec), key, value, partition)
         owner = event if event is not None else self.current
         self._pending.append(_Pending(record, await self._produce(record), owner))
-
-    async def write(
-        self, spec: t.TopicSpec, key: bytes | None, value: bytes, partition: int | None = None
-    ) -> None:
-        """Send one record and wait until Kafka holds it, re-sending while failures are transient.
-
-        For work that must follow its own write at once rather than at the batch's
-        flush (deliver's ledger entry after its receipt); a refusal for good is raised.
-        """
-        record = _Record(self._pipe.topic_name(spec), key, value, partition)
-        attempt = 0
-        while True:
-            sending = await self._produce(record)
-            send_now(self._pipe.app.producer)
-            [failure] = await _settle([sending])
-            if failure is None:
-                return
-            if not is_transient(failure):
-                raise failure
-            attempt += 1
-            self._retrying("writing to " + record.topic, failure, attempt)
-            await asyncio.sleep(backoff(attempt))
 
     def after_write(self, work: Callable[[], None], *, event: Any = None) -> None:
         """Run ``work`` as ``event`` once everything sent so far for it is written."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from preaviso.agents.outbox import backoff, failure_name, is_transient
+from preaviso.agents.outbox import SendInterruptedError, backoff, failure_name, is_transient
 from preaviso.streams.kafka import send_now
 
 log = logging.getLogger("preaviso.produce")
@@ -52,7 +52,12 @@ async def write_all(
     while queued:
         sent = await _submit(producer, queued)
         send_now(producer)
-        results = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
+        results = [
+            SendInterruptedError("the send was cancelled before Kafka answered")
+            if isinstance(r, asyncio.CancelledError)  # the future's, not this task's
+            else r
+            for r in await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
+        ]
         again: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         failure: BaseException | None = None
         for (tp, part, _), result in zip(sent, results, strict=True):

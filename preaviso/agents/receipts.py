@@ -10,7 +10,9 @@ entries, then stores the entries; only then is each mail's ``record`` done.
 A mail's record is never skipped: a write that fails for a transient reason goes
 again (``produce.write_all``), and an entry is stored only once its changelog
 record is in Kafka. What a crash loses is at most the mails answered but not yet
-recorded; deliver bounds them (``PREAVISO_SMTP_CONNECTIONS`` more than are in flight).
+recorded, which deliver bounds (``deliver.resend_bound``). A stop that cannot wait
+for them fails their ``record`` with ``RecorderClosed``: deliver gives those notices
+back uncommitted, to be read (and, the ledger not knowing them, sent) again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import Any
 
 from preaviso.agents.produce import Send, write_all
 from preaviso.streams import keys, scan
+
+
+class RecorderClosed(Exception):
+    """The worker stops before this mail's receipt and ledger entry were written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +48,15 @@ class Recorder:
         self._partitions = partitions
         self._waiting: list[_Answered] = []
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def record(
         self, partition: int, customer_key: bytes, notice_id: str, receipt: bytes
     ) -> None:
-        """Return once the receipt and then the ledger entry are in Kafka, and the entry stored."""
+        """Return once the receipt and then the ledger entry are in Kafka, and the entry
+        stored; ``RecorderClosed`` if the worker stops first."""
+        if self._closed:
+            raise RecorderClosed("the worker stops: this mail is not recorded")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Answered(partition, customer_key, notice_id, receipt, done))
         if self._task is None or self._task.done():
@@ -60,24 +70,30 @@ class Recorder:
             await asyncio.wait({self._task}, timeout=seconds)
 
     def close(self) -> None:
-        """Stop writing (the worker stops): mails not recorded are sent again after a restart."""
+        """Stop writing for good (the worker stops): every mail not recorded yet, and any
+        mail answered from now on, gets ``RecorderClosed``."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
-        for answered in self._waiting:
-            answered.done.cancel()
+        self._fail(self._waiting, RecorderClosed("the worker stops: this mail is not recorded"))
         self._waiting = []
+
+    @staticmethod
+    def _fail(group: list[_Answered], exc: BaseException) -> None:
+        for answered in group:
+            if not answered.done.done():
+                answered.done.set_exception(exc)
 
     async def _run(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting, []
             try:
                 await self._write(group)
-            except BaseException as exc:
-                for answered in group:
-                    if not answered.done.done():
-                        answered.done.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except asyncio.CancelledError:  # close(): never a waiter's cancellation
+                self._fail(group, RecorderClosed("the worker stops: this mail is not recorded"))
+                raise
+            except Exception as exc:  # refused for good (write_all retries the rest)
+                self._fail(group, exc)
                 continue
             for answered in group:
                 if not answered.done.done():

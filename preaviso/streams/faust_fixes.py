@@ -44,7 +44,7 @@ rebalance can interrupt a hand-over that waits for room in a full queue. Nearly
 every hand-over does not wait: ``wait_first`` below runs it inline up to its first
 wait, and only one that does wait goes on as Faust's tasks, unchanged.
 
-The bulk directory stages (``agents/bulk.py``) read their topics themselves: after a
+The bulk stages (``agents/bulk.py``: the directory, notify) read their topics themselves: after a
 recovery those partitions stay paused for Faust and go to the loader, and a revoke
 halts the loader before Faust's own revoke goes on.
 """

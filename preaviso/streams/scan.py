@@ -9,8 +9,9 @@ key of the table, O(table); callers that need one partition check it in the valu
 
 Both return entries in ascending key order, and never Faust's own offset entry.
 
-``read`` and ``write`` serve the bulk directory stages (``agents/bulk.py``), which
-write entries whose changelog records they have already put in Kafka themselves.
+``read`` and ``write`` serve the bulk stages (``agents/bulk.py``) and deliver's
+receipts recorder (``agents/receipts.py``), which write entries whose changelog
+records they have already put in Kafka themselves.
 """
 
 from __future__ import annotations

@@ -194,6 +194,27 @@ async def test_a_failed_batch_goes_again_with_every_later_one_of_its_partition(
     assert last == {("t", 0): 0, ("t", 1): len(producer.log["t", 1]) - 1}
 
 
+async def test_a_batch_whose_future_was_cancelled_is_written_again(monkeypatch: Any) -> None:
+    """A send cancelled under us (a producer closing a connection) is Kafka's trouble, not
+    the batch's: written again, and never a ``CancelledError`` that would end the caller."""
+    monkeypatch.setattr(produce, "backoff", lambda attempt: 0)
+    producer = FakeProducer(failing=("none", 0))
+    sending = producer.send_batch
+
+    async def cancelled_once(batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        producer.send_batch = sending  # type: ignore[method-assign]
+        future = producer.loop.create_future()
+        future.cancel()
+        return future
+
+    producer.send_batch = cancelled_once  # type: ignore[method-assign]
+
+    last = await produce.write_all(producer, [("t", b"k", b"v", 0)], 2)
+
+    assert producer.log["t", 0] == [(b"k", b"v")]
+    assert last == {("t", 0): 0}
+
+
 async def test_a_fan_out_is_written_a_chunk_at_a_time(monkeypatch: Any) -> None:
     monkeypatch.setattr(produce, "CHUNK", 3)
     producer = FakeProducer(failing=("none", 0))

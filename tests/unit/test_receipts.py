@@ -10,7 +10,7 @@ import pytest
 from faust.types import TP
 
 from preaviso.agents.produce import partition_for
-from preaviso.agents.receipts import Recorder
+from preaviso.agents.receipts import Recorder, RecorderClosed
 from preaviso.streams import keys, scan
 from tests.unit.producers import GatedProducer
 from tests.unit.stores import Tables
@@ -115,3 +115,19 @@ async def test_a_graceful_stop_gives_the_answered_mails_time_to_be_recorded(rig:
     assert waiting.done()
     assert waiting.exception() is None
     assert rig.marked(0, b"C1", "n1")
+
+
+async def test_a_stop_that_cannot_wait_fails_the_unrecorded_mails_for_deliver_to_give_back(
+    rig: Rig,
+) -> None:
+    """Not a cancellation: deliver would take a cancelled mail for done, and commit it."""
+    waiting = asyncio.ensure_future(rig.recorder.record(0, b"C1", "n1", b"r1"))
+    await settle()
+
+    rig.recorder.close()
+
+    with pytest.raises(RecorderClosed):
+        await waiting
+    with pytest.raises(RecorderClosed):  # a mail answered after the stop began
+        await rig.recorder.record(0, b"C2", "n2", b"r2")
+    assert not rig.marked(0, b"C1", "n1")
