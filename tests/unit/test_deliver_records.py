@@ -1,0 +1,112 @@
+"""deliver's own loop over a fake stream: a mail is committed only once it is recorded, and a
+stop that cannot wait for its receipt gives it back instead (it is read and sent again)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from preaviso.agents import deliver
+from preaviso.mail import MemoryTransport
+from preaviso.schemas.records import Notice
+from preaviso.settings import Settings
+from preaviso.streams import keys, scan
+from preaviso.streams.app import Pipeline
+from preaviso.streams.codecs import encode
+from tests.unit.producers import GatedProducer
+from tests.unit.stage_fakes import ACKED, record
+from tests.unit.stores import Tables
+from tests.unit.test_stage_batches import Stage
+
+SETTINGS = Settings(topic_prefix="t.", smtp_connections=2, mail_from="Avisos <a@example.com>")
+
+
+def a_notice(n: int) -> bytes:
+    return encode(
+        Notice(
+            notice_id=f"n{n}",
+            customer_id="C1",
+            cause_event_id="e1",
+            source="preaviso",
+            recipient="c1@example.com",
+            locale="es",
+            subject="Aviso",
+            message_id=f"<n{n}@notices.example.com>",
+            mime="Subject: Aviso\r\n\r\nHola\r\n",
+        )
+    )
+
+
+class Deliver:
+    """deliver as registered on a worker, its Kafka writes held until ``producer`` opens."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        stages: dict[str, Any] = {}
+        services: list[Any] = []
+        monkeypatch.setattr(
+            deliver, "run_stage", lambda p, s, name, f, **_: stages.update({name: f})
+        )
+        monkeypatch.setattr(deliver, "RECORD_ON_STOP", 0.05)
+        self.producer = GatedProducer(gated=SETTINGS.topic("receipts"))
+        self.table = Tables("memory://", tmp_path).table("delivered")
+        app = SimpleNamespace(
+            producer=SimpleNamespace(_ensure_producer=lambda: self.producer),
+            service=services.append,
+        )
+        pipe = Pipeline(settings=SETTINGS, app=app, tables={"delivered": self.table})
+        self.smtp = MemoryTransport()
+        deliver.register(pipe, self.smtp)
+        [self.pool] = services
+        handlers: dict[int, Any] = {}
+
+        async def handle(outbox: Any, event: Any) -> Any:
+            found = handlers.setdefault(id(outbox), stages["deliver"](outbox))
+            return await found(event)
+
+        self.stage = Stage(handle)
+
+    async def stop_worker(self) -> None:
+        await self.pool.on_stop(None)  # SmtpPool's: the worker stops
+
+    def recorded(self, notice_id: str) -> bool:
+        return scan.read(self.table, 0, keys.key(b"C1", notice_id.encode())) is not None
+
+
+@pytest.fixture
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Deliver:
+    ACKED.clear()
+    return Deliver(tmp_path, monkeypatch)
+
+
+async def test_a_mail_is_committed_once_its_receipt_and_entry_are_written(worker: Deliver) -> None:
+    worker.stage.feed.put(record(0, a_notice(0)))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(worker.smtp.sent) == 1)
+    await asyncio.sleep(0.05)
+    assert ACKED == []  # sent, not recorded: not committed
+
+    worker.producer.opened.set()
+    await worker.stage.until(lambda: ACKED == [(0, 0)])
+    await worker.stage.stop()
+
+    assert worker.recorded("n0")
+
+
+async def test_a_stop_that_cannot_record_a_sent_mail_gives_it_back_uncommitted(
+    worker: Deliver,
+) -> None:
+    worker.stage.feed.put(record(0, a_notice(0)), record(1, a_notice(1)))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(worker.smtp.sent) == 2)
+
+    await worker.stop_worker()  # Kafka never answers: the receipts cannot be written
+    await worker.stage.until(lambda: worker.stage.loop.held == 0)
+    await worker.stage.stop()
+
+    assert ACKED == []  # both are read again after the restart, and sent again
+    assert not worker.recorded("n0")
+    assert not worker.recorded("n1")
