@@ -12,7 +12,6 @@ import pytest
 
 from preaviso.agents import deliver
 from preaviso.mail import MemoryTransport
-from preaviso.schemas.records import Notice
 from preaviso.settings import Settings
 from preaviso.streams import keys, scan
 from preaviso.streams.app import Pipeline
@@ -20,25 +19,14 @@ from preaviso.streams.codecs import encode
 from tests.unit.producers import GatedProducer
 from tests.unit.stage_fakes import ACKED, record
 from tests.unit.stores import Tables
+from tests.unit.test_deliver_retry import NOTICE
 from tests.unit.test_stage_batches import Stage
 
 SETTINGS = Settings(topic_prefix="t.", smtp_connections=2, mail_from="Avisos <a@example.com>")
 
 
 def a_notice(n: int) -> bytes:
-    return encode(
-        Notice(
-            notice_id=f"n{n}",
-            customer_id="C1",
-            cause_event_id="e1",
-            source="preaviso",
-            recipient="c1@example.com",
-            locale="es",
-            subject="Aviso",
-            message_id=f"<n{n}@notices.example.com>",
-            mime="Subject: Aviso\r\n\r\nHola\r\n",
-        )
-    )
+    return encode(NOTICE.model_copy(update={"notice_id": f"n{n}", "customer_id": "C1"}))
 
 
 class Deliver:
