@@ -98,3 +98,26 @@ async def test_a_stop_that_cannot_record_a_sent_mail_gives_it_back_uncommitted(
     assert ACKED == []  # both are read again after the restart, and sent again
     assert not worker.recorded("n0")
     assert not worker.recorded("n1")
+
+
+async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
+    worker: Deliver,
+) -> None:
+    """The resend bound: 2 connections in flight, and at least 3 answered while Kafka holds
+    their receipts back. Past that, deliver waits: a crash now re-sends at most 5 mails."""
+    worker.stage.feed.put(*(record(n, a_notice(n)) for n in range(20)))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(worker.smtp.sent) == 5)
+    await asyncio.sleep(0.1)
+    assert len(worker.smtp.sent) == 5 == deliver.resend_bound(SETTINGS.smtp_connections)
+
+    worker.producer.opened.set()
+    await worker.stage.until(lambda: len(ACKED) == 20)
+    await worker.stage.stop()
+
+    assert len(worker.smtp.sent) == 20
+    assert all(worker.recorded(f"n{n}") for n in range(20))
+
+
+def test_the_resend_bound_is_twice_the_connections_and_at_least_three_more() -> None:
+    assert [deliver.resend_bound(c) for c in (1, 2, 3, 4, 16)] == [4, 5, 6, 8, 32]
