@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,31 +260,34 @@ class BulkLoader:
         return batch, handled, {}
 
     async def _finish(self, batch: Batch, fetched: Fetched) -> bool:
-        """Write a batch's outputs, then its changelog records, then store its table
-        entries, then commit its offsets."""
-        written = [  # some partitions were only read
-            (w, w.table.changelog_topic.get_topic_name())
-            for w in batch.tables.values()
-            if w.entries
-        ]
-        changelog: list[Send] = []
-        for writes, topic in written:
-            changelog.extend((topic, k, v, writes.partition) for k, v in writes.entries.items())
+        """Write a batch's outputs, then its table entries (changelog, then store), then
+        commit its offsets."""
         producer = self._pipe.app.producer._ensure_producer()
         partitions = self._pipe.settings.partitions
         if batch.sends:
             await write_all(producer, batch.sends, partitions)
-        offsets = await write_all(producer, changelog, partitions) if changelog else {}
-        for writes, topic in written:
-            scan.write(
-                writes.table, writes.partition, writes.entries, offsets[topic, writes.partition]
-            )
+        await write_entries(producer, batch.tables.values(), partitions)
         for writes in batch.tables.values():
             writes.below = None  # stored: the batch below is in the store too
         batch.below = None
         done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}
         committed: bool = await self._pipe.app.consumer._commit(done)
         return committed
+
+
+async def write_entries(producer: Any, tables: Iterable[TableWrites], partitions: int) -> None:
+    """The entries of ``tables`` into their changelogs, then into the store with Faust's
+    persisted offset: a store never holds an entry its changelog lacks, and a restart
+    with the data dir kept reads each changelog only from there."""
+    written = [(w, w.table.changelog_topic.get_topic_name()) for w in tables if w.entries]
+    changelog: list[Send] = [
+        (topic, k, v, w.partition) for w, topic in written for k, v in w.entries.items()
+    ]
+    if not changelog:  # some partitions were only read
+        return
+    offsets = await write_all(producer, changelog, partitions)
+    for w, topic in written:
+        scan.write(w.table, w.partition, w.entries, offsets[topic, w.partition])
 
 
 def register(pipe: Pipeline, stages: Mapping[t.TopicSpec, tuple[str, Handler]]) -> BulkLoader:

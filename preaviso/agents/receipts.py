@@ -18,11 +18,13 @@ back uncommitted, to be read (and, the ledger not knowing them, sent) again.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from preaviso.agents.bulk import TableWrites, write_entries
 from preaviso.agents.produce import Send, write_all
-from preaviso.streams import keys, scan
+from preaviso.streams import keys
 
 
 class RecorderClosed(Exception):
@@ -41,8 +43,10 @@ class _Answered:
 class Recorder:
     """Writes receipts to ``receipts_topic`` and their entries to the ``delivered`` table."""
 
-    def __init__(self, producer: Any, receipts_topic: str, table: Any, partitions: int) -> None:
-        self._producer = producer  # an AIOKafkaProducer, or a callable returning it
+    def __init__(
+        self, producer: Callable[[], Any], receipts_topic: str, table: Any, partitions: int
+    ) -> None:
+        self._producer = producer  # the AIOKafkaProducer, once started
         self._topic = receipts_topic
         self._table = table
         self._partitions = partitions
@@ -100,20 +104,12 @@ class Recorder:
                     answered.done.set_result(None)
 
     async def _write(self, group: list[_Answered]) -> None:
-        producer = self._producer() if callable(self._producer) else self._producer
+        producer = self._producer()
         receipts: list[Send] = [(self._topic, a.customer_key, a.receipt, None) for a in group]
         await write_all(producer, receipts, self._partitions)
         # The receipt is the proof: the ledger says "done" only once Kafka holds it.
-        changelog = self._table.changelog_topic.get_topic_name()
-        entries: dict[int, dict[bytes, bytes | None]] = {}
+        marks: dict[int, TableWrites] = {}
         for a in group:
-            key = keys.key(a.customer_key, a.notice_id.encode())
-            entries.setdefault(a.partition, {})[key] = keys.MARK
-        marks: list[Send] = [
-            (changelog, key, keys.MARK, partition)
-            for partition, written in entries.items()
-            for key in written
-        ]
-        offsets = await write_all(producer, marks, self._partitions)
-        for partition, written in entries.items():
-            scan.write(self._table, partition, written, offsets[changelog, partition])
+            writes = marks.setdefault(a.partition, TableWrites(self._table, a.partition))
+            writes[keys.key(a.customer_key, a.notice_id.encode())] = keys.MARK
+        await write_entries(producer, marks.values(), self._partitions)

@@ -50,7 +50,7 @@ class Rig:
 def rig(tables: Tables) -> Rig:
     table = tables.table("delivered")
     producer = GatedProducer(gated=RECEIPTS)
-    recorder = Recorder(producer, RECEIPTS, table, partitions=2)
+    recorder = Recorder(lambda: producer, RECEIPTS, table, partitions=2)
     return Rig(table, producer, recorder, tables.rocksdb)
 
 
