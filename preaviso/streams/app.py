@@ -16,8 +16,6 @@ PRODUCER_LINGER = 0.005
 """Seconds the producer waits to fill a batch: at most this much latency per stage."""
 PRODUCER_MAX_BATCH = 512 * 1024
 """Bytes per producer batch and partition (Kafka's request limit is 1 MB)."""
-TABLE_WRITES_HELD = 2000
-"""Table writes Faust's producer may hold before the fetch loop waits for them."""
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -82,10 +80,6 @@ def create_app(settings: Settings, *, register_agents: bool = True) -> Pipeline:
         # resumes, so a standby can miss entries; actives recover from the changelog.
         table_standby_replicas=0,
     )
-    # A stage writes its batch's ledger entries together (up to 500 table writes);
-    # Faust's table-write buffer holds 100 before it stalls its fetch loop with a
-    # warning per write ("producer buffer full").
-    app.producer.buffer.max_messages = TABLE_WRITES_HELD
     pipe = Pipeline(settings=settings, app=app)
     for spec in t.ALL_TOPICS:
         pipe.topics[spec.name] = app.topic(
