@@ -10,11 +10,12 @@ from email.utils import parseaddr
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from preaviso.audience import expected_recipients
+from preaviso.audience import DirectoryEntry, expected_recipients, policy_impacts
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import read_mails
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
+from preaviso.streams.codecs import encode
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle
 from tests.integration.conftest import Stack
@@ -116,3 +117,47 @@ def test_a_record_near_the_size_limit_is_dead_lettered_and_later_events_still_fl
     assert len(original) == letter["value_size"]
     assert original == huge
     assert SECRET not in worker.log_tail(10_000)
+
+
+def test_impacts_notify_cannot_use_are_dead_lettered_with_the_reason_and_others_still_flow(
+    stack: Stack,
+) -> None:
+    """notify reads ``impacts`` in bulk: a record it cannot use becomes a dead letter naming
+    the fault, and the impacts around it (a discontinuation's) are still notified."""
+    change = dataset.dishwasher_discontinued("disc-after-bad-impacts")
+    owners = expected_recipients(BY_ID, OWNED, change)
+    stranger = next(iter(policy_impacts(
+        dataset.policy_for_everyone("pol-stranger"),
+        [DirectoryEntry(partition=0, customer=CUSTOMERS[0].model_copy(
+            update={"customer_id": "NOBODY-1"})
+        )],
+        0,
+    )))  # fmt: skip
+    stack.start_worker()
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([*CUSTOMERS, *OWNED])).returncode == 0
+    directory = [stack.settings.topic(s.name) for s in t.DIRECTORY_TOPICS]
+    asyncio.run(wait_idle(stack.settings, directory, within=90))
+
+    asyncio.run(produce_raw(stack.settings, t.IMPACTS.name, b"C-garbage", b"not json"))
+    asyncio.run(produce_raw(stack.settings, t.IMPACTS.name, b"NOBODY-1", encode(stranger)))
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
+
+    worker = stack.worker
+    assert worker is not None
+    wait_for(
+        lambda: len(list(stack.mail_dir.glob("*.eml"))) >= len(owners),
+        timeout=90,
+        what=f"{len(owners)} mails",
+        on_fail=worker.log_tail,
+    )
+    mailed = sorted(parseaddr(str(m["To"]))[1] for m in read_mails(stack.mail_dir))
+    assert mailed == sorted(str(BY_ID[c].email) for c in owners)
+
+    letters = [json.loads(r.value) for r in read_topic(stack.settings, t.DEAD_LETTERS.name, 2)]
+    by_key = {base64.b64decode(letter["key"]): letter for letter in letters}
+    assert {letter["stage"] for letter in letters} == {"notify"}
+    assert by_key[b"C-garbage"]["error_type"] == "DecodeError"
+    assert base64.b64decode(by_key[b"C-garbage"]["value"]) == b"not json"
+    assert by_key[b"NOBODY-1"]["error_type"] == "UnknownCustomerError"
+    assert "NOBODY-1 is not in the directory" in by_key[b"NOBODY-1"]["reason"]
+    assert "replay this record from the dead-letter topic" in by_key[b"NOBODY-1"]["reason"]
