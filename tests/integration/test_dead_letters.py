@@ -67,6 +67,20 @@ async def read_at(settings: Settings, topic: str, partition: int, offset: int) -
         await consumer.stop()
 
 
+def assert_mailed_exactly(stack: Stack, owners: set[str]) -> None:
+    """Wait for one mail per owner, then check they went to exactly the owners."""
+    worker = stack.worker
+    assert worker is not None
+    wait_for(
+        lambda: len(list(stack.mail_dir.glob("*.eml"))) >= len(owners),
+        timeout=90,
+        what=f"{len(owners)} mails",
+        on_fail=worker.log_tail,
+    )
+    mailed = sorted(parseaddr(str(m["To"]))[1] for m in read_mails(stack.mail_dir))
+    assert mailed == sorted(str(BY_ID[c].email) for c in owners)
+
+
 def test_a_record_near_the_size_limit_is_dead_lettered_and_later_events_still_flow(
     stack: Stack,
 ) -> None:
@@ -90,14 +104,7 @@ def test_a_record_near_the_size_limit_is_dead_lettered_and_later_events_still_fl
 
     worker = stack.worker
     assert worker is not None
-    wait_for(
-        lambda: len(list(stack.mail_dir.glob("*.eml"))) >= len(owners),
-        timeout=90,
-        what=f"{len(owners)} mails",
-        on_fail=worker.log_tail,
-    )
-    mailed = sorted(parseaddr(str(m["To"]))[1] for m in read_mails(stack.mail_dir))
-    assert mailed == sorted(str(BY_ID[c].email) for c in owners)
+    assert_mailed_exactly(stack, owners)
 
     [letter_record] = read_topic(stack.settings, t.DEAD_LETTERS.name, 1)
     letter = json.loads(letter_record.value)
@@ -142,16 +149,7 @@ def test_impacts_notify_cannot_use_are_dead_lettered_with_the_reason_and_others_
     asyncio.run(produce_raw(stack.settings, t.IMPACTS.name, b"NOBODY-1", encode(stranger)))
     assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
 
-    worker = stack.worker
-    assert worker is not None
-    wait_for(
-        lambda: len(list(stack.mail_dir.glob("*.eml"))) >= len(owners),
-        timeout=90,
-        what=f"{len(owners)} mails",
-        on_fail=worker.log_tail,
-    )
-    mailed = sorted(parseaddr(str(m["To"]))[1] for m in read_mails(stack.mail_dir))
-    assert mailed == sorted(str(BY_ID[c].email) for c in owners)
+    assert_mailed_exactly(stack, owners)
 
     letters = [json.loads(r.value) for r in read_topic(stack.settings, t.DEAD_LETTERS.name, 2)]
     by_key = {base64.b64decode(letter["key"]): letter for letter in letters}
