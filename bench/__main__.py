@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -44,6 +45,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--compare-catcher", action="store_true",
         help="also time the raw sender against the aiosmtpd catcher, once",
     )  # fmt: skip
+    parser.add_argument(
+        "--loop", choices=("auto", "uvloop", "asyncio"),
+        help="the event loop of the worker and the baselines (PREAVISO_EVENT_LOOP; auto: "
+        "uvloop when installed)",
+    )  # fmt: skip
     parser.add_argument("--tree", type=Path, help="run the worker from this source tree")
     parser.add_argument("--bootstrap", help="use this Kafka broker instead of starting one")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.* go")
@@ -61,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in suite.render(args.docs / "benchmarks.json", chart=True):
             print(f"wrote {path}")
         return 0
+    if args.loop:
+        os.environ["PREAVISO_EVENT_LOOP"] = args.loop  # the worker's settings read it too
     plan = MODES[args.mode].with_options(
         customers=args.customers, runs=args.runs, connections=args.connections,
         workers=args.workers, profile=tuple(args.profile) if args.profile else None,

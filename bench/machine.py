@@ -12,7 +12,7 @@ from typing import Any
 
 from preaviso.devtools.kafka import KAFKA_VERSION
 
-PACKAGES = ("faust-streaming", "aiokafka", "aiosmtplib", "pydantic", "rocksdict")
+PACKAGES = ("faust-streaming", "aiokafka", "aiosmtplib", "pydantic", "rocksdict", "uvloop")
 
 
 def _proc(path: str, key: str) -> str:

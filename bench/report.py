@@ -51,6 +51,8 @@ def markdown(data: dict[str, Any], chart: str | None, notes: str) -> str:
         "at the end) |",
         f"| Python | {meta['python']} |",
         f"| Kafka | {meta['kafka']} |",
+        f"| event loop | {meta.get('event_loop', 'asyncio')}, for the worker and the baselines "
+        "alike |",
         f"| packages | {packages} |",
         f"| tree measured | `{meta['tree']}` at {meta['commit']} ({meta['branch']}) |",
         f"| command | `{meta['command']}` |",

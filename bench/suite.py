@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ from bench.directory import Directory, generate
 from bench.machine import describe
 from bench.plan import Plan
 from bench.stack import Stack
+from preaviso import loops
 from preaviso.devtools.kafka import LocalKafka
+from preaviso.settings import Settings
 
 Say = Callable[[str], None]
 
@@ -78,6 +81,7 @@ def run_suite(
         # PYTHONPATH: run from here, the worker imported this tree, not ``tree``.
         os.chdir(measured)
     meta = describe(measured, command)
+    meta["event_loop"] = _same_loop()
     work = work or Path(tempfile.mkdtemp(prefix="preaviso-bench-"))
     say(f"work dir (logs, profiles): {work}")
     directory = generate(plan.customers, plan.seed)
@@ -103,6 +107,17 @@ def run_suite(
         "profiles": {k: v for r in runs for k, v in r.profiles.items()},
         "sink_counts": [r.sink_counts for r in runs],  # dropped before writing: large
     }
+
+
+def _same_loop() -> str:
+    """Run the baselines on the worker's loop (``PREAVISO_EVENT_LOOP``, which the worker
+    reads too): a faster loop is the worker's gain only if the baselines lack it."""
+    loops.use(Settings().event_loop)
+
+    async def which() -> str:
+        return loops.running()
+
+    return asyncio.run(which())
 
 
 def write(data: dict[str, Any], docs: Path, *, chart: bool) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,12 @@ class SmtpTls(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
     TLS = "tls"
+
+
+class EventLoop(StrEnum):
+    AUTO = "auto"
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
 
 
 class KafkaSecurity(StrEnum):
@@ -74,6 +81,10 @@ class Settings(BaseSettings):
     store: str = Field(
         "rocksdb://", description="Table store: rocksdb:// for workers, memory:// for tests."
     )
+    event_loop: EventLoop = Field(
+        EventLoop.AUTO,
+        description="The worker's event loop: auto (uvloop when installed), uvloop or asyncio.",
+    )
     web_enabled: bool = Field(False, description="Serve the worker's web endpoints.")
     web_host: str = Field(
         "127.0.0.1", description="Address the web endpoints bind (loopback by default)."
@@ -113,6 +124,15 @@ class Settings(BaseSettings):
                 f"PREAVISO_KAFKA_HEARTBEAT_INTERVAL ({self.kafka_heartbeat_interval:g}) must be "
                 f"at most a third of PREAVISO_KAFKA_SESSION_TIMEOUT "
                 f"({self.kafka_session_timeout:g}); lower the interval or raise the timeout"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _event_loop_installed(self) -> Settings:
+        if self.event_loop is EventLoop.UVLOOP and find_spec("uvloop") is None:
+            raise ValueError(
+                "PREAVISO_EVENT_LOOP is uvloop, but uvloop is not installed (it has no "
+                "Windows build); install it (pip install uvloop), or set auto or asyncio"
             )
         return self
 

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 
+from preaviso import loops
 from preaviso.mail import SmtpTransport
 from preaviso.settings import Settings
 from preaviso.streams.app import create_app
@@ -52,6 +53,7 @@ EXIT_OVERDUE = 3
 
 
 def run_worker(settings: Settings, loglevel: str = "warn") -> None:
+    loops.use(settings.event_loop)
     created = asyncio.run(preflight(settings))
     if created:
         log.info("created %d topics", len(created))
@@ -69,6 +71,10 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
         def _on_sigint(self) -> None:
             exit_after(STOP_DEADLINE)
             super()._on_sigint()
+
+        async def on_first_start(self) -> None:
+            await super().on_first_start()
+            log.info("event loop: %s", loops.running())
 
     worker = Worker(pipe.app, loglevel=loglevel, quiet=True, override_logging=True)
     worker.execute_from_commandline()

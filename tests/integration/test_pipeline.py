@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from datetime import timedelta
 from email.utils import parseaddr
 
@@ -15,6 +16,7 @@ from preaviso.audience import expected_recipients
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import read_mails as mails
 from preaviso.schemas.events import CustomerUpserted
+from preaviso.settings import EventLoop
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle
@@ -171,18 +173,22 @@ def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: 
     assert letter["topic"] == stack.settings.topic(t.CHANGES.name)
 
 
-def test_a_restarted_worker_keeps_the_directory(stack: Stack) -> None:
-    stack.start_worker()
+def test_a_restarted_worker_keeps_the_directory_on_either_event_loop(stack: Stack) -> None:
+    stack.start_worker()  # the default: uvloop, a dependency wherever it builds
     publish_directory(stack)
     stack.stop_worker()
     assert stack.worker is None
 
-    stack.start_worker()  # a new process: the directory comes from its RocksDB tables
+    # A new process, on asyncio's own loop: the directory comes from its RocksDB tables.
+    stack.settings = stack.settings.model_copy(update={"event_loop": EventLoop.ASYNCIO})
+    worker = stack.start_worker()
     change = dataset.dishwasher_discontinued("disc-after-restart")
     owners = expected_recipients(BY_ID, OWNED, change)
     assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
     wait_for_mails(stack, len(owners))
     assert recipients(stack) == emails_of(owners)
+    loops = re.findall(r"event loop: (\w+)", worker.log_path.read_text())
+    assert loops == ["uvloop", "asyncio"]
 
 
 def test_publish_validates_every_line_and_publishes_nothing_when_one_is_bad(stack: Stack) -> None:
