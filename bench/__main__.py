@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench import report, suite
 from bench.plan import MODES
+from preaviso.settings import EventLoop
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -46,7 +47,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="also time the raw sender against the aiosmtpd catcher, once",
     )  # fmt: skip
     parser.add_argument(
-        "--loop", choices=("auto", "uvloop", "asyncio"),
+        "--loop", choices=[e.value for e in EventLoop],
         help="the event loop of the worker and the baselines (PREAVISO_EVENT_LOOP; auto: "
         "uvloop when installed)",
     )  # fmt: skip

@@ -51,8 +51,7 @@ def markdown(data: dict[str, Any], chart: str | None, notes: str) -> str:
         "at the end) |",
         f"| Python | {meta['python']} |",
         f"| Kafka | {meta['kafka']} |",
-        f"| event loop | {meta.get('event_loop', 'asyncio')}, for the worker and the baselines "
-        "alike |",
+        f"| event loop | {_loops(meta)} |",
         f"| packages | {packages} |",
         f"| tree measured | `{meta['tree']}` at {meta['commit']} ({meta['branch']}) |",
         f"| command | `{meta['command']}` |",
@@ -82,6 +81,13 @@ def markdown(data: dict[str, Any], chart: str | None, notes: str) -> str:
     out += _profiles(data.get("profiles", {}))
     out += ["", NOTES, notes.strip("\n"), ""]
     return "\n".join(out)
+
+
+def _loops(meta: dict[str, Any]) -> str:
+    said = meta.get("event_loop")
+    if not isinstance(said, dict):
+        return "asyncio (before PREAVISO_EVENT_LOOP)"
+    return f"worker: {said.get('worker', 'unknown')}; baselines: {said.get('baselines', '?')}"
 
 
 def _checks(checks: dict[str, int]) -> list[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -81,7 +81,9 @@ def run_suite(
         # PYTHONPATH: run from here, the worker imported this tree, not ``tree``.
         os.chdir(measured)
     meta = describe(measured, command)
-    meta["event_loop"] = _same_loop()
+    # The baselines run on the worker's loop: a faster loop is the worker's gain only if
+    # the baselines lack it (the worker reads PREAVISO_EVENT_LOOP too).
+    meta["event_loop"] = {"baselines": loops.use(Settings().event_loop)}
     work = work or Path(tempfile.mkdtemp(prefix="preaviso-bench-"))
     say(f"work dir (logs, profiles): {work}")
     directory = generate(plan.customers, plan.seed)
@@ -95,6 +97,7 @@ def run_suite(
     docs = [{"figures": r.figures, "checks": r.checks} for r in runs]
     table = results.rows(plan.connections)
     meta["load_end"] = os.getloadavg()[0]
+    meta["event_loop"]["worker"] = worker_loops(work)
     return {
         "meta": meta,
         "plan": plan.as_dict(),
@@ -109,15 +112,14 @@ def run_suite(
     }
 
 
-def _same_loop() -> str:
-    """Run the baselines on the worker's loop (``PREAVISO_EVENT_LOOP``, which the worker
-    reads too): a faster loop is the worker's gain only if the baselines lack it."""
-    loops.use(Settings().event_loop)
-
-    async def which() -> str:
-        return loops.running()
-
-    return asyncio.run(which())
+def worker_loops(work: Path) -> str:
+    """The loops the workers said they ran on (an older ``--tree`` says nothing)."""
+    said = {
+        m.group(1)
+        for log in sorted(work.glob("run-*/worker-*.log"))
+        for m in re.finditer(r"event loop: (\w+)", log.read_text(errors="replace"))
+    }
+    return ", ".join(sorted(said)) or "unknown (the worker did not say)"
 
 
 def write(data: dict[str, Any], docs: Path, *, chart: bool) -> list[Path]:

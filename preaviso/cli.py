@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from preaviso.loops import EventLoopUnavailableError
 from preaviso.mail import SmtpUnreachableError
 from preaviso.settings import Settings
 from preaviso.streams.kafka import KafkaUnreachableError
@@ -64,7 +65,12 @@ def worker(
 
     try:
         run_worker(load_settings(), loglevel=loglevel)
-    except (KafkaUnreachableError, SmtpUnreachableError, TopicMismatchError) as exc:
+    except (
+        KafkaUnreachableError,
+        SmtpUnreachableError,
+        TopicMismatchError,
+        EventLoopUnavailableError,
+    ) as exc:
         raise fail(exc) from exc
 
 

@@ -131,8 +131,8 @@ class Settings(BaseSettings):
     def _event_loop_installed(self) -> Settings:
         if self.event_loop is EventLoop.UVLOOP and find_spec("uvloop") is None:
             raise ValueError(
-                "PREAVISO_EVENT_LOOP is uvloop, but uvloop is not installed (it has no "
-                "Windows build); install it (pip install uvloop), or set auto or asyncio"
+                "PREAVISO_EVENT_LOOP is uvloop, but uvloop is not installed here; "
+                "install it (pip install uvloop), or set auto or asyncio"
             )
         return self
 
