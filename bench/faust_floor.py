@@ -103,7 +103,8 @@ def main() -> None:
     if args.consume:
         consume(args.consume[0], args.consume[1], args.records, args.consume[2])
         return
-    from preaviso.devtools.kafka import LocalKafka, fetch_kafka
+    from preaviso.devtools.kafka import LocalKafka
+    from preaviso.devtools.kafka_fetch import fetch_kafka
 
     with LocalKafka(libs=fetch_kafka()) as broker:
         for mode in MODES:

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from preaviso.devtools.kafka import KAFKA_VERSION
+from preaviso.devtools.kafka_fetch import KAFKA_VERSION
 
 PACKAGES = ("faust-streaming", "aiokafka", "aiosmtplib", "pydantic", "rocksdict", "uvloop")
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from preaviso.devtools.kafka import KafkaToolMissing, LocalKafka, fetch_kafka
+from preaviso.devtools.kafka import LocalKafka
+from preaviso.devtools.kafka_fetch import KafkaToolMissing, fetch_kafka
 
 ENV_TEST_BOOTSTRAP = "PREAVISO_TEST_KAFKA_BOOTSTRAP"
 

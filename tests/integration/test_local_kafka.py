@@ -9,7 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from preaviso.devtools.kafka import KafkaToolMissing, LocalKafka, fetch_kafka, find_java
+from preaviso.devtools.kafka import LocalKafka
+from preaviso.devtools.kafka_fetch import KafkaToolMissing, fetch_kafka, find_java
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from preaviso.devtools import kafka as lk
+from preaviso.devtools import kafka_fetch as kf
 
 
 def parse(text: str) -> dict[str, str]:
@@ -64,11 +65,11 @@ def test_cluster_id_looks_like_a_kafka_uuid() -> None:
 
 
 def test_cache_dir_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(lk.ENV_CACHE, raising=False)
-    default = lk.kafka_cache_dir()
-    assert default == Path.home() / ".cache" / "preaviso" / f"kafka-{lk.KAFKA_VERSION}"
-    monkeypatch.setenv(lk.ENV_CACHE, str(tmp_path))
-    assert lk.kafka_cache_dir("9.9.9") == tmp_path / "kafka-9.9.9"
+    monkeypatch.delenv(kf.ENV_CACHE, raising=False)
+    default = kf.kafka_cache_dir()
+    assert default == Path.home() / ".cache" / "preaviso" / f"kafka-{kf.KAFKA_VERSION}"
+    monkeypatch.setenv(kf.ENV_CACHE, str(tmp_path))
+    assert kf.kafka_cache_dir("9.9.9") == tmp_path / "kafka-9.9.9"
 
 
 def test_fetch_skips_mvn_when_marker_present(
@@ -76,16 +77,16 @@ def test_fetch_skips_mvn_when_marker_present(
 ) -> None:
     libs = tmp_path / "libs"
     libs.mkdir()
-    (libs / ".complete").write_text(lk.KAFKA_VERSION + "\n")
+    (libs / ".complete").write_text(kf.KAFKA_VERSION + "\n")
     monkeypatch.setattr(shutil, "which", lambda name: None)  # mvn would be "missing"
-    assert lk.fetch_kafka(cache_dir=tmp_path) == libs
+    assert kf.fetch_kafka(cache_dir=tmp_path) == libs
 
 
 def test_fetch_without_marker_needs_mvn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "libs").mkdir()  # an interrupted earlier download: jars but no marker
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(lk.KafkaToolMissing, match="mvn"):
-        lk.fetch_kafka(cache_dir=tmp_path)
+    with pytest.raises(kf.KafkaToolMissing, match="mvn"):
+        kf.fetch_kafka(cache_dir=tmp_path)
 
 
 def test_fetch_reports_mvn_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -96,8 +97,8 @@ def test_fetch_reports_mvn_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         (fake / name).chmod(0o755)
     monkeypatch.setenv("PATH", str(fake))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with pytest.raises(lk.KafkaFetchError, match="Could not resolve kafka") as info:
-        lk.fetch_kafka(cache_dir=tmp_path / "cache")
+    with pytest.raises(kf.KafkaFetchError, match="Could not resolve kafka") as info:
+        kf.fetch_kafka(cache_dir=tmp_path / "cache")
     assert "Maven Central" in str(info.value)
     assert not (tmp_path / "cache" / "libs" / ".complete").exists()
 
@@ -105,8 +106,8 @@ def test_fetch_reports_mvn_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_missing_java_is_a_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(lk.KafkaToolMissing, match="java"):
-        lk.find_java()
+    with pytest.raises(kf.KafkaToolMissing, match="java"):
+        kf.find_java()
 
 
 def test_metadata_request_frame() -> None:
