@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,13 +25,7 @@ from preaviso.mail import (
     TransportError,
 )
 from preaviso.settings import Settings, SmtpTls
-
-SENDER = "avisos@example.com"
-MESSAGE = (
-    b"From: avisos@example.com\r\nTo: jose@example.com\r\nSubject: hola\r\n\r\n"
-    b"Hola.\r\n.a line starting with a dot\r\n.\r\n..\r\nFin.\r\n"
-)
-
+from tests.unit.smtp_servers import MESSAGE, SENDER, Server, start_server, transport_for
 
 # -- MemoryTransport ---------------------------------------------------------------------
 
@@ -140,55 +129,6 @@ async def test_envelope_addresses_are_checked_before_sending(make: Callable[[], 
 # -- an in-test SMTP server --------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    """An aiosmtpd server in the test's loop that records what it gets and misbehaves on cue."""
-
-    port: int = 0
-    connections: int = 0
-    messages: list[bytes] = field(default_factory=list)
-    sessions: list[SMTP] = field(default_factory=list)
-    drop_on_data: bool = False
-    data_delay: float = 0.0
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address.startswith("gone"):
-            return "550 5.1.1 No such user"
-        if address.startswith("busy"):
-            return "451 4.3.0 Try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
-        if self.drop_on_data:
-            assert server.transport is not None
-            server.transport.close()
-            return "421 closing"
-        if self.data_delay:
-            await asyncio.sleep(self.data_delay)
-        if b"REJECT-ME" in envelope.original_content:
-            return "554 5.7.1 Message rejected"
-        self.messages.append(envelope.original_content)
-        return f"250 2.0.0 Ok: queued as {len(self.messages)}"
-
-
-async def start_server(handler: Server, **smtp_options: Any) -> asyncio.Server:
-    loop = asyncio.get_running_loop()
-    ssl_context = smtp_options.pop("ssl", None)
-
-    def protocol() -> SMTP:
-        handler.connections += 1
-        session = SMTP(handler, hostname="test.invalid", loop=loop, **smtp_options)
-        handler.sessions.append(session)
-        return session
-
-    server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=ssl_context)
-    handler.port = server.sockets[0].getsockname()[1]
-    return server
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     handler = Server()
@@ -199,10 +139,6 @@ async def server() -> AsyncIterator[Server]:
         if session.transport is not None:
             session.transport.close()
     await asyncio.sleep(0)
-
-
-def transport_for(server: Server, **options: Any) -> SmtpTransport:
-    return SmtpTransport(host="127.0.0.1", port=server.port, local_hostname="client", **options)
 
 
 def closed_port() -> int:
@@ -419,84 +355,3 @@ def test_from_settings_maps_every_smtp_setting() -> None:
     assert (transport.verify_tls, transport.username) == (False, "preaviso")
     assert (transport.connections, transport.timeout, transport.connect_timeout) == (8, 12.0, 3.0)
     assert "s3cret" not in repr(transport)
-
-
-# -- SmtpTransport: TLS ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
-
-
-async def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
-    handler = Server()
-    listener = await start_server(handler, ssl=server_context(certificate))
-    try:
-        async with transport_for(handler, tls="tls", verify_tls=False) as transport:
-            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
-    finally:
-        listener.close()
-
-    assert handler.messages == [MESSAGE]
-
-
-async def test_starttls(certificate: tuple[Path, Path]) -> None:
-    handler = Server()
-    listener = await start_server(
-        handler, tls_context=server_context(certificate), require_starttls=True
-    )
-    try:
-        async with transport_for(handler, tls="starttls", verify_tls=False) as transport:
-            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
-    finally:
-        listener.close()
-
-    assert handler.messages == [MESSAGE]
-
-
-async def test_an_untrusted_certificate_is_refused_with_a_hint(
-    certificate: tuple[Path, Path],
-) -> None:
-    handler = Server()
-    listener = await start_server(handler, ssl=server_context(certificate))
-    try:
-        transport = transport_for(handler, tls="tls", verify_tls=True)
-        with pytest.raises(SmtpUnreachableError, match="PREAVISO_SMTP_VERIFY_TLS"):
-            await transport.check()
-    finally:
-        listener.close()
