@@ -54,25 +54,17 @@ def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
-async def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("tls", ["tls", "starttls"], ids=["implicit TLS", "STARTTLS"])
+async def test_the_message_goes_over_tls(certificate: tuple[Path, Path], tls: str) -> None:
     handler = Server()
-    listener = await start_server(handler, ssl=server_context(certificate))
-    try:
-        async with transport_for(handler, tls="tls", verify_tls=False) as transport:
-            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
-    finally:
-        listener.close()
-
-    assert handler.messages == [MESSAGE]
-
-
-async def test_starttls(certificate: tuple[Path, Path]) -> None:
-    handler = Server()
-    listener = await start_server(
-        handler, tls_context=server_context(certificate), require_starttls=True
+    context = server_context(certificate)
+    listener = await (
+        start_server(handler, ssl=context)
+        if tls == "tls"
+        else start_server(handler, tls_context=context, require_starttls=True)
     )
     try:
-        async with transport_for(handler, tls="starttls", verify_tls=False) as transport:
+        async with transport_for(handler, tls=tls, verify_tls=False) as transport:
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
     finally:
         listener.close()
