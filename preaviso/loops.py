@@ -2,7 +2,7 @@
 
 Every stage's work is a chain of small callbacks (a record handed over, an SMTP reply,
 a produce acknowledged), so the loop's own cost per callback is a large part of a
-notice's. uvloop's is lower: 10-14% more mails per second from the same worker on the
+notice's. uvloop's is lower: 5-14% more mails per second from the same worker on the
 quick benchmark (docs/benchmarks.md).
 """
 
