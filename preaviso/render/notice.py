@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from babel import Locale as BabelLocale
-from babel.dates import format_date
 from jinja2 import (
     BaseLoader,
     Environment,
@@ -22,6 +19,7 @@ from jinja2 import (
 )
 from markupsafe import Markup
 
+from preaviso.render.dates import long_date
 from preaviso.render.why import explain
 from preaviso.schemas.base import UNSAFE_IN_LINE
 from preaviso.schemas.events import CustomerUpserted, Locale, PolicyKind
@@ -141,7 +139,7 @@ class Renderer:
             "lang": customer.locale.value,
             "name": customer.name,
             "company_name": self._company_name,
-            "effective": _long_date(impact.effective_date, customer.locale),
+            "effective": long_date(impact.effective_date, customer.locale),
             "past": impact.effective_date < today,
             "reason": _clean_text(explain(impact, customer.locale)),
         }
@@ -154,7 +152,7 @@ def _discontinuation_context(impact: Impact, locale: Locale, today: date) -> dic
     return {
         "model_name": impact.model_name,
         "products": [
-            _ProductLine(p.product_name, p.sku, _long_date(p.purchase_date, locale))
+            _ProductLine(p.product_name, p.sku, long_date(p.purchase_date, locale))
             for p in impact.products
         ],
         "last_order": _optional_date(impact.last_order_date, locale),
@@ -176,19 +174,8 @@ def _policy_context(impact: Impact, locale: Locale) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=8)
-def _babel_locale(locale: Locale) -> BabelLocale:
-    return BabelLocale.parse(locale.value)
-
-
-@lru_cache(maxsize=4096)
-def _long_date(day: date, locale: Locale) -> str:
-    """Format a date the way the customer writes it; one event repeats few dates."""
-    return format_date(day, format="long", locale=_babel_locale(locale))
-
-
 def _optional_date(day: date | None, locale: Locale) -> str | None:
-    return None if day is None else _long_date(day, locale)
+    return None if day is None else long_date(day, locale)
 
 
 def _clean_text(value: str) -> str:

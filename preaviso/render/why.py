@@ -6,28 +6,22 @@ sentence, built from the same facts.
 
 from __future__ import annotations
 
-from datetime import date
-
-from babel.dates import format_date
-
+from preaviso.render.dates import long_date
 from preaviso.schemas.events import Locale
 from preaviso.schemas.records import Impact, ImpactKind
-
-
-def _day(value: date, locale: Locale) -> str:
-    return format_date(value, format="long", locale=locale.value)
 
 
 def explain(impact: Impact, locale: Locale) -> str:
     if impact.kind is ImpactKind.DISCONTINUATION and impact.products:
         p = impact.products[0]
+        bought = long_date(p.purchase_date, locale)
         if locale is Locale.ES:
             return (
-                f"usted compró {p.product_name} (ref. {p.sku}) el {_day(p.purchase_date, locale)}, "
+                f"usted compró {p.product_name} (ref. {p.sku}) el {bought}, "
                 "un modelo que deja de fabricarse."
             )
         return (
-            f"you bought {p.product_name} (SKU {p.sku}) on {_day(p.purchase_date, locale)}, "
+            f"you bought {p.product_name} (SKU {p.sku}) on {bought}, "
             "a model that is being discontinued."
         )
     if impact.kind is ImpactKind.POLICY_CHANGE:
