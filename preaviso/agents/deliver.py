@@ -39,12 +39,13 @@ from preaviso.mail import (
     SmtpUnreachableError,
     Transport,
     TransportError,
+    sender_address,
 )
 from preaviso.schemas.records import DeliveryReceipt, DeliveryStatus, Notice, ParkedNotice
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import decode, encode, sender_address
+from preaviso.streams.codecs import decode, encode
 
 log = logging.getLogger("preaviso.deliver")
 

@@ -13,7 +13,7 @@ from preaviso.mail.errors import (
     SmtpUnreachableError,
     TransportError,
 )
-from preaviso.mail.message import build_message, make_message_id, parse_mailbox
+from preaviso.mail.message import build_message, make_message_id, parse_mailbox, sender_address
 from preaviso.mail.transport import (
     MemoryTransport,
     SentMessage,
@@ -42,4 +42,5 @@ __all__ = [
     "build_message",
     "make_message_id",
     "parse_mailbox",
+    "sender_address",
 ]

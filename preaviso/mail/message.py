@@ -95,6 +95,13 @@ def parse_mailbox(value: str, *, header: str = "From") -> tuple[str, str]:
     return name, address
 
 
+@lru_cache(maxsize=16)
+def sender_address(mail_from: str) -> str:
+    """The bare address of the ``mail_from`` setting, for the SMTP envelope: parsed as the
+    From header is, so the two never disagree (once per value)."""
+    return parse_mailbox(mail_from)[1]
+
+
 def build_message(
     *,
     sender: str,

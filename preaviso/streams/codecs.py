@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -60,11 +59,3 @@ def decode_expected(model: type[M], data: bytes | None) -> M:
             f"expected a {model.__name__} on this topic, got a {type(event).__name__}"
         )
     return event
-
-
-@lru_cache(maxsize=16)
-def sender_address(mail_from: str) -> str:
-    """The bare address of a ``Name <addr>`` From value, for the SMTP envelope (once per value)."""
-    from email.utils import parseaddr
-
-    return parseaddr(mail_from)[1] or mail_from

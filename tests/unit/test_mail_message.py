@@ -19,6 +19,7 @@ from preaviso.mail import (
     build_message,
     make_message_id,
     parse_mailbox,
+    sender_address,
 )
 
 DATE = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -400,3 +401,17 @@ def test_a_sender_with_a_quoted_name_round_trips() -> None:
 
     assert sender.display_name == "Preaviso, S.A."
     assert sender.addr_spec == "avisos@example.com"
+
+
+@pytest.mark.parametrize(
+    "mail_from", ['"Preaviso, S.A." <avisos@example.com>', "avisos@example.com"]
+)
+def test_the_envelope_sender_is_the_from_headers_address(mail_from: str) -> None:
+    header = parse(build(sender=mail_from))["From"].addresses[0].addr_spec
+
+    assert sender_address(mail_from) == header == "avisos@example.com"
+
+
+def test_an_unparsable_sender_is_refused_not_sent_as_is() -> None:
+    with pytest.raises(InvalidAddressError):
+        sender_address("Preaviso avisos at example.com")
