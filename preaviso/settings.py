@@ -7,7 +7,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -126,6 +126,19 @@ class Settings(BaseSettings):
                 f"({self.kafka_session_timeout:g}); lower the interval or raise the timeout"
             )
         return self
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_a_mailbox(cls, value: str) -> str:
+        """Checked at start, by the parser the From header and the envelope use: a bad value
+        would otherwise fail every notice."""
+        from preaviso.mail.message import parse_mailbox  # not at the top: mail imports us
+
+        try:
+            parse_mailbox(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; write it as Name <address@domain> or address@domain") from exc
+        return value
 
     @model_validator(mode="after")
     def _event_loop_installed(self) -> Settings:

@@ -1,0 +1,32 @@
+"""Settings refuse a bad value at start, naming the variable and how to write it."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from preaviso.cli import load_settings
+from preaviso.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Preaviso avisos at example.com", "Preaviso <avisos@example.com>\r\nBcc: x@example.com"],
+)
+def test_a_mail_from_that_is_not_a_mailbox_stops_the_worker_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    monkeypatch.setenv("PREAVISO_MAIL_FROM", value)
+    with pytest.raises(typer.Exit) as exited:
+        load_settings()
+    assert exited.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert "setting PREAVISO_MAIL_FROM" in err
+    assert "Name <address@domain>" in err
+
+
+@pytest.mark.parametrize(
+    "value", ["Preaviso <avisos@example.com>", '"Avisos, S.A." <a@example.com>', "a@example.com"]
+)
+def test_a_mailbox_or_a_bare_address_is_accepted(value: str) -> None:
+    assert Settings(mail_from=value).mail_from == value
