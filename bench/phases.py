@@ -27,7 +27,7 @@ from bench.profile import top
 from bench.stack import Stack
 from preaviso.devtools.dataset import policy_for_everyone
 from preaviso.devtools.observe import read_raw
-from preaviso.mail import make_message_id, parse_mailbox
+from preaviso.mail import make_message_id, sender_address
 from preaviso.schemas.events import OwnershipRecorded, ProductDiscontinued
 from preaviso.schemas.records import notice_id_for
 from preaviso.streams import lag
@@ -167,7 +167,7 @@ def deliver(
 
     notices = _of_event(stack, t.NOTICES, event.event_id)
     result.figures[f"notify.c{c}"] = _stamped_rate(notices)
-    sender = parse_mailbox(stack.settings.mail_from)[1]
+    sender = sender_address(stack.settings.mail_from)
     mails = [(sender, n["recipient"], n["mime"].encode("ascii")) for _, n in notices]
     host, port = stack.sink.host, stack.sink.port
     raw, raw_counts = _sink_rate(

@@ -81,8 +81,8 @@ def run_suite(
         # PYTHONPATH: run from here, the worker imported this tree, not ``tree``.
         os.chdir(measured)
     meta = describe(measured, command)
-    # The baselines run on the worker's loop: a faster loop is the worker's gain only if
-    # the baselines lack it (the worker reads PREAVISO_EVENT_LOOP too).
+    # Both sides on the same loop (the worker reads PREAVISO_EVENT_LOOP too): only then
+    # does a ratio measure the worker, not the loop.
     meta["event_loop"] = {"baselines": loops.use(Settings().event_loop)}
     work = work or Path(tempfile.mkdtemp(prefix="preaviso-bench-"))
     say(f"work dir (logs, profiles): {work}")

@@ -45,9 +45,9 @@ def load_settings() -> Settings:
         for e in exc.errors(include_url=False):
             if e["loc"]:
                 name = "PREAVISO_" + "_".join(str(p) for p in e["loc"]).upper()
-                err.print(f"[red]error:[/] setting {name}: {e['msg']}")
+                err.print(f"[red]error:[/] setting {name}: {escape(e['msg'])}", soft_wrap=True)
             else:  # a rule across settings names them in its message
-                err.print(f"[red]error:[/] settings: {e['msg']}")
+                err.print(f"[red]error:[/] settings: {escape(e['msg'])}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -214,6 +214,7 @@ def demo(
     """Run everything locally: Kafka, a mail catcher, a worker, and two real announcements."""
     from preaviso.demo import run_demo
 
+    load_settings()  # a bad PREAVISO_* value is reported before Kafka is started
     quiet_clients()
     raise typer.Exit(run_demo(customers=customers, out_dir=out_dir, console=out))
 

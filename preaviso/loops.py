@@ -2,8 +2,8 @@
 
 Every stage's work is a chain of small callbacks (a record handed over, an SMTP reply,
 a produce acknowledged), so the loop's own cost per callback is a large part of a
-notice's. uvloop's is lower: 5-14% more mails per second from the same worker on the
-quick benchmark (docs/benchmarks.md).
+notice's. uvloop's is lower: 5-14% more mails per second from the same worker in
+same-session A/B runs of the quick benchmark (docs/benchmarks.md).
 """
 
 from __future__ import annotations

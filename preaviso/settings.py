@@ -130,24 +130,25 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _mail_from_is_a_mailbox(cls, value: str) -> str:
-        """Checked at start, by the parser the From header and the envelope use: a bad value
-        would otherwise fail every notice."""
-        from preaviso.mail.message import parse_mailbox  # not at the top: mail imports us
+        """Checked whenever settings are loaded, by what writes the From header (and the
+        envelope's parser): a bad value would otherwise fail every notice."""
+        from preaviso.mail.message import from_line  # not at the top: mail imports us
 
         try:
-            parse_mailbox(value)
+            from_line(value)
         except ValueError as exc:
             raise ValueError(f"{exc}; write it as Name <address@domain> or address@domain") from exc
         return value
 
-    @model_validator(mode="after")
-    def _event_loop_installed(self) -> Settings:
-        if self.event_loop is EventLoop.UVLOOP and find_spec("uvloop") is None:
+    @field_validator("event_loop")
+    @classmethod
+    def _event_loop_installed(cls, value: EventLoop) -> EventLoop:
+        if value is EventLoop.UVLOOP and find_spec("uvloop") is None:
             raise ValueError(
                 "PREAVISO_EVENT_LOOP is uvloop, but uvloop is not installed here; "
                 "install it (pip install uvloop), or set auto or asyncio"
             )
-        return self
+        return value
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

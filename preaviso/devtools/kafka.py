@@ -36,10 +36,10 @@ from typing import IO, Self
 from preaviso.devtools.kafka_fetch import (
     KAFKA_VERSION,
     KafkaDevError,
-    _resource,
-    _tail,
     fetch_kafka,
     find_java,
+    resource,
+    tail,
 )
 
 # Dev machines have ~2 cores: a small heap and collector and a quick (C1-only) JIT start faster.
@@ -81,7 +81,7 @@ def render_server_properties(
     extra: Mapping[str, str] | None = None,
 ) -> str:  # fmt: skip
     """Fill ``kafka-server.properties``; ``extra`` keys come last, so they win."""
-    text = string.Template(_resource("kafka-server.properties")).substitute(
+    text = string.Template(resource("kafka-server.properties")).substitute(
         host=host, port=port, controller_port=controller_port, log_dir=log_dir
     )
     return text + "".join(f"{k}={v}\n" for k, v in (extra or {}).items())
@@ -222,7 +222,7 @@ class LocalKafka:
                 host=self.host, extra=self._extra,
             )
         )  # fmt: skip
-        (wd / "log4j2.xml").write_text(_resource("log4j2.xml"))
+        (wd / "log4j2.xml").write_text(resource("log4j2.xml"))
         base = [
             java, *self._jvm_opts, f"-Dlog4j2.configurationFile={wd / 'log4j2.xml'}",
             f"-Dpreaviso.kafka.log={wd / 'server.log'}", "-cp", f"{libs}{os.sep}*",
@@ -240,7 +240,7 @@ class LocalKafka:
         if fmt.returncode != 0:
             raise KafkaStartError(
                 f"formatting the KRaft log dir failed (exit {fmt.returncode}):\n"
-                f"{_tail(fmt.stdout + fmt.stderr)}"
+                f"{tail(fmt.stdout + fmt.stderr)}"
             )
         if archive and not share:  # no archive yet: let this broker write one when it exits
             tmp = archive.with_name(f"{archive.name}.{os.getpid()}-{id(self)}.tmp")
@@ -268,7 +268,7 @@ class LocalKafka:
                     return False
                 raise KafkaStartError(
                     f"Kafka broker exited with code {code} during startup.\n"
-                    f"{_log_report(log_path)}\n--- stdout/stderr ---\n{_tail(stdout, 15)}"
+                    f"{_log_report(log_path)}\n--- stdout/stderr ---\n{tail(stdout, 15)}"
                 )
             try:
                 if self.port in probe_metadata(self.host, self.port):

@@ -61,7 +61,7 @@ def find_java() -> str:
     return found
 
 
-def _tail(text: str, lines: int = 40) -> str:
+def tail(text: str, lines: int = 40) -> str:
     """Last lines of a log, cleaned of colour codes, for error messages."""
     return "\n".join(_ANSI.sub("", text).rstrip().splitlines()[-lines:])
 
@@ -95,7 +95,7 @@ def fetch_kafka(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> 
             )
         find_java()  # mvn needs it too; fail with the clearer message
         pom = base / "pom.xml"
-        pom.write_text(_resource("pom.xml"))
+        pom.write_text(resource("pom.xml"))
         partial = base / "libs.partial"
         shutil.rmtree(partial, ignore_errors=True)
         cmd = [
@@ -111,7 +111,7 @@ def fetch_kafka(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> 
             raise KafkaFetchError(
                 f"mvn failed (exit {proc.returncode}) fetching Kafka {version} jars.\n"
                 f"command: {' '.join(cmd)}\n--- mvn output (tail) ---\n"
-                f"{_tail(proc.stdout + proc.stderr)}\n---\n"
+                f"{tail(proc.stdout + proc.stderr)}\n---\n"
                 "Check: network access to Maven Central (https://repo.maven.apache.org), "
                 "proxy/mirror settings in ~/.m2/settings.xml, and that the version exists."
             )
@@ -122,6 +122,7 @@ def fetch_kafka(version: str = KAFKA_VERSION, cache_dir: Path | None = None) -> 
     return libs
 
 
-def _resource(name: str) -> str:
-    """A data file of this package (pom, broker config, log4j2), wherever it is installed."""
+def resource(name: str) -> str:
+    """A data file of ``preaviso.devtools`` (the pom here; kafka.py's broker config and
+    log4j2), wherever the package is installed."""
     return resources.files("preaviso.devtools").joinpath(name).read_text("utf-8")

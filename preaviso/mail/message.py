@@ -22,7 +22,7 @@ from types import MappingProxyType
 from preaviso.mail.errors import HeaderInjectionError, InvalidAddressError, MessageError
 from preaviso.schemas.base import UNSAFE_IN_LINE
 
-__all__ = ["build_message", "make_message_id", "parse_mailbox"]
+__all__ = ["build_message", "from_line", "make_message_id", "parse_mailbox", "sender_address"]
 
 _MAX_LINE = 78  # RFC 5322 "SHOULD"; the hard limit is 998
 _HARD_LINE = 998
@@ -135,7 +135,7 @@ def build_message(
 
     boundary = "=_" + hashlib.sha256(message_id.encode("ascii")).hexdigest()[:32]
     lines = [
-        _from_line(sender),
+        from_line(sender),
         _mailbox_line("To", recipient_name, recipient_email),
         _unstructured_line("Subject", subject),
         f"Date: {format_datetime(date)}",
@@ -191,7 +191,7 @@ def _check_address(header: str, address: str) -> None:
 
 
 @lru_cache(maxsize=16)
-def _from_line(sender: str) -> str:
+def from_line(sender: str) -> str:
     # The sender is the same for every notice: format it once.
     name, address = parse_mailbox(sender)
     return _mailbox_line("From", name, address)

@@ -12,8 +12,6 @@ import pytest
 from preaviso.mail import SmtpUnreachableError
 from tests.unit.smtp_servers import MESSAGE, SENDER, Server, start_server, transport_for
 
-# -- SmtpTransport: TLS ------------------------------------------------------------------
-
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
