@@ -1,11 +1,9 @@
-"""What stages write to Kafka, and what must wait until Kafka holds it.
+"""What stages write to Kafka, flushed together once per batch of input records.
 
 A stage sends its outputs without waiting for each one; the stage loop flushes
 them together, once per batch of input records. Kafka or the network failing a
 write is retried here, in place, without running the handler again (so deliver
-does not mail twice because a parked notice's first write timed out). Work that
-may only happen once a record's outputs are written is registered with
-``after_write`` and runs after the flush, as that record.
+does not mail twice because a parked notice's first write timed out).
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +133,6 @@ class Outbox:
         self.stage = stage
         self.current: Any = None
         self._pending: list[_Pending] = []
-        self._hooks: list[tuple[Any, Callable[[], None]]] = []
         self._claims: dict[str, Any] = {}
         self._claimed_by: dict[int, list[str]] = {}
 
@@ -151,10 +148,6 @@ class Outbox:
         record = _Record(self._pipe.topic_name(spec), key, value, partition)
         owner = event if event is not None else self.current
         self._pending.append(_Pending(record, await self._produce(record), owner))
-
-    def after_write(self, work: Callable[[], None], *, event: Any = None) -> None:
-        """Run ``work`` as ``event`` once everything sent so far for it is written."""
-        self._hooks.append((event if event is not None else self.current, work))
 
     def claim(self, name: str, *, event: Any = None) -> bool:
         """Claim ``name`` (a notice id) for ``event`` until the stage releases that record.
@@ -177,7 +170,7 @@ class Outbox:
                 del self._claims[name]
 
     async def discard(self, event: Any = None) -> None:
-        """After ``event``'s handler failed: let its writes settle, forget them and its hooks.
+        """After ``event``'s handler failed: let its writes settle, and forget them.
 
         Only that record's: what other records sent meanwhile (deliver's sends run
         beside the loop) stays, to be flushed.
@@ -185,7 +178,6 @@ class Outbox:
         owner = event if event is not None else self.current
         dropped = [p for p in self._pending if p.owner is owner]
         self._pending = [p for p in self._pending if p.owner is not owner]
-        self._hooks = [h for h in self._hooks if h[0] is not owner]
         self.unclaim(owner)
         await _settle(p.future for p in dropped)
 
@@ -193,9 +185,9 @@ class Outbox:
         """Wait until every record sent so far is written; the input events Kafka refused.
 
         A transient failure is sent again until Kafka takes it. Every future is
-        settled before this returns, so nothing is still in flight. Hooks run for
-        each event none of whose outputs failed; an event with a refused output
-        (too large: no retry helps) is returned for the stage to deal with.
+        settled before this returns, so nothing is still in flight. An event with a
+        refused output (too large: no retry helps) is returned for the stage to deal
+        with.
         """
         failed: Failures = {}
         attempt = 0
@@ -220,11 +212,6 @@ class Outbox:
             for pending, _ in again:
                 pending.future = await self._produce(pending.record)
                 self._pending.append(pending)
-        hooks, self._hooks = self._hooks, []
-        for event, work in hooks:
-            if id(event) not in failed:
-                with as_current(event):
-                    work()
         return failed
 
     async def _produce(self, record: _Record) -> Awaitable[Any]:
