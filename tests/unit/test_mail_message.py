@@ -146,6 +146,15 @@ def test_the_date_header_is_rfc_5322_and_keeps_the_offset() -> None:
     assert message["Date"].datetime == madrid
 
 
+def test_the_same_instant_in_two_zones_keeps_each_zone() -> None:
+    # Equal datetimes in other zones: a cache keyed on the instant alone mixes them up.
+    utc = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+    madrid = utc.astimezone(timezone(timedelta(hours=1)))
+
+    assert parse(build(date=utc))["Date"] == "Sat, 01 Mar 2025 09:30:15 +0000"
+    assert parse(build(date=madrid))["Date"] == "Sat, 01 Mar 2025 10:30:15 +0100"
+
+
 @pytest.mark.parametrize(
     "subject",
     [
