@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
+import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic_core import from_json
 
 from preaviso.schemas.base import Contract
 from preaviso.schemas.events import (
@@ -13,7 +15,13 @@ from preaviso.schemas.events import (
     PolicyChanged,
     ProductDiscontinued,
 )
-from preaviso.schemas.records import Impact, ImpactKind, OwnedProduct, notice_id_for
+from preaviso.schemas.records import (
+    Impact,
+    ImpactKind,
+    OwnedProduct,
+    notice_id_for,
+    random_event_id,
+)
 
 
 class DirectoryEntry(Contract):
@@ -35,9 +43,36 @@ def owned_product(event: OwnershipRecorded) -> OwnedProduct:
     )
 
 
+class ImpactRecord(NamedTuple):
+    """One impact as written to ``impacts``: keyed by its customer, encoded."""
+
+    key: bytes
+    value: bytes
+
+
+class Candidate(NamedTuple):
+    """A customer as a policy's fan-out reads them: what its scope and reason need."""
+
+    customer_id: str
+    region: str
+    partition: int
+
+    @classmethod
+    def of(cls, entry: DirectoryEntry) -> Candidate:
+        return cls(entry.customer.customer_id, entry.customer.region, entry.partition)
+
+    @classmethod
+    def read(cls, raw: bytes) -> Candidate:
+        """From a directory entry the worker wrote from a checked record: parsed, not
+        validated again (2 µs against 5; a fan-out reads every customer in scope)."""
+        entry = from_json(raw)
+        customer = entry["customer"]
+        return cls(customer["customer_id"], customer["region"], entry["partition"])
+
+
 def discontinuation_impacts(
     event: ProductDiscontinued, sku: str, owners: Iterable[tuple[str, OwnedProduct]]
-) -> Iterator[Impact]:
+) -> Iterator[ImpactRecord]:
     """One impact per ``(customer_id, product)`` owning ``sku`` of a discontinued model.
 
     In the order given: the stage passes the owners in the order of their ids.
@@ -50,7 +85,7 @@ def discontinuation_impacts(
                 f"owns {product.product_name} (SKU {sku}) bought on "
                 f"{product.purchase_date.isoformat()}, a discontinued model"
             ),
-            "products": [product],
+            "products": [product.model_dump(mode="json")],
         }
         for customer_id, product in owners
     )
@@ -65,33 +100,30 @@ def discontinuation_impacts(
     )
 
 
-def in_scope(event: PolicyChanged, customer: CustomerUpserted) -> bool:
-    return event.scope.all_customers or customer.region in event.scope.regions
-
-
-def policy_reason(event: PolicyChanged, customer: CustomerUpserted) -> str:
-    if event.scope.all_customers:
-        return "the policy applies to all customers"
-    return f"the policy applies to customers in region {customer.region}"
+def in_scope(event: PolicyChanged, region: str) -> bool:
+    return event.scope.all_customers or region in event.scope.regions
 
 
 def policy_impacts(
-    event: PolicyChanged, entries: Iterable[DirectoryEntry], partition: int
-) -> Iterator[Impact]:
+    event: PolicyChanged, candidates: Iterable[Candidate], partition: int
+) -> Iterator[ImpactRecord]:
     """Impacts for the customers in scope among those stored on ``partition``.
 
     The policy is broadcast to every partition; each copy only answers for the
     customers of its own partition, so nobody is notified twice.
     """
+    everyone = event.scope.all_customers
     owns = (
         {
-            "notice_id": notice_id_for(event.event_id, entry.customer.customer_id),
-            "customer_id": entry.customer.customer_id,
-            "reason": policy_reason(event, entry.customer),
-            "scope_region": None if event.scope.all_customers else entry.customer.region,
+            "notice_id": notice_id_for(event.event_id, c.customer_id),
+            "customer_id": c.customer_id,
+            "reason": "the policy applies to all customers"
+            if everyone
+            else f"the policy applies to customers in region {c.region}",
+            **({} if everyone else {"scope_region": c.region}),
         }
-        for entry in entries
-        if entry.partition == partition and in_scope(event, entry.customer)
+        for c in candidates
+        if c.partition == partition and in_scope(event, c.region)
     )
     return _fan_out(
         owns,
@@ -111,11 +143,19 @@ def _fan_out(
     event: ProductDiscontinued | PolicyChanged,
     kind: ImpactKind,
     **details: Any,
-) -> Iterator[Impact]:
-    """One impact per customer: the first validated whole, the others ``_like`` it."""
-    first: Impact | None = None
+) -> Iterator[ImpactRecord]:
+    """One impact per customer: the first validated as an ``Impact``, the others its JSON
+    with their own fields (``own``) and a fresh event id.
+
+    Everything else is the change's, validated once in the first (validating it again
+    for every customer, or copying the model, cost 20 µs an impact against 4). The
+    customers' own values come from checked records (their id, region, product) or
+    from here (the notice id, the reason); notify validates each impact it reads.
+    """
+    shared: bytes | None = None
     for own in owns:
-        if first is None:
+        key = own["customer_id"].encode()
+        if shared is None:
             first = Impact(
                 kind=kind,
                 cause_event_id=event.event_id,
@@ -124,19 +164,15 @@ def _fan_out(
                 **details,
                 **own,
             )
-            yield first
+            common = first.model_dump(mode="json", exclude_none=True, exclude={*own, "event_id"})
+            shared = _JSON.encode(common)[1:].encode()  # '"kind":...}', after the own fields
+            yield ImpactRecord(key, first.model_dump_json(exclude_none=True).encode())
         else:
-            yield _like(first, own)
+            own["event_id"] = random_event_id()
+            yield ImpactRecord(key, _JSON.encode(own)[:-1].encode() + b"," + shared)
 
 
-def _like(first: Impact, own: dict[str, Any]) -> Impact:
-    """Another customer's impact of the same fan-out: ``first`` with their own fields.
-
-    Everything else is the change's, validated once in ``first`` (re-validating it for
-    each customer cost ~15 µs an impact). The customer's own values come from checked
-    records (their id, region and product) or from here (the notice id, the reason).
-    """
-    return first.model_copy(update={**own, "event_id": str(uuid.uuid4())})
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def expected_recipients(
@@ -146,6 +182,6 @@ def expected_recipients(
 ) -> set[str]:
     """Customer ids a change must reach, computed directly: the oracle for demo and tests."""
     if isinstance(event, PolicyChanged):
-        return {cid for cid, c in customers.items() if in_scope(event, c)}
+        return {cid for cid, c in customers.items() if in_scope(event, c.region)}
     skus = set(event.skus)
     return {o.customer_id for o in ownerships if o.sku in skus and o.customer_id in customers}

@@ -12,13 +12,13 @@ from typing import Any
 
 from preaviso.agents.produce import write_chunked
 from preaviso.agents.stage import EventHandler, Outbox, run_stage
-from preaviso.audience import DirectoryEntry, discontinuation_impacts, policy_impacts
+from preaviso.audience import Candidate, ImpactRecord, discontinuation_impacts, policy_impacts
 from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
-from preaviso.schemas.records import Impact, OwnedProduct
+from preaviso.schemas.records import OwnedProduct
 from preaviso.streams import keys
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import decode, decode_upstream, encode
+from preaviso.streams.codecs import decode, decode_upstream
 from preaviso.streams.scan import scan_prefix
 
 
@@ -51,10 +51,10 @@ def register(pipe: Pipeline) -> None:
 
     impacts_topic = pipe.topic_name(t.IMPACTS)
 
-    async def write_impacts(impacts: Iterable[Impact]) -> None:
+    async def write_impacts(impacts: Iterable[ImpactRecord]) -> None:
         """Every impact in Kafka before the change is released: in produce batches, a
         chunk at a time (a fan-out is thousands of records from one event)."""
-        sends = ((impacts_topic, i.customer_id.encode(), encode(i), None) for i in impacts)
+        sends = ((impacts_topic, key, value, None) for key, value in impacts)
         await write_chunked(pipe.app.producer._ensure_producer(), sends, partitions)
 
     def owners_of_sku(_: Outbox) -> EventHandler:
@@ -89,7 +89,7 @@ def owners_of(owners: Any, sku: str, partition: int) -> Iterator[tuple[str, Owne
 
 def candidates(
     customers: Any, by_region: Any, change: PolicyChanged, partition: int
-) -> Iterator[DirectoryEntry]:
+) -> Iterator[Candidate]:
     """The customers of ``partition`` who can be in scope, and no others.
 
     All customers: the partition's own store, read whole. Some regions: the
@@ -98,12 +98,12 @@ def candidates(
     """
     if change.scope.all_customers:
         for _, raw in scan_prefix(customers, partition, b""):
-            yield decode(DirectoryEntry, raw, trusted=True)
+            yield Candidate.read(raw)
         return
     for region in sorted(set(change.scope.regions)):
         group = keys.prefix(region.encode())
         for key, _ in scan_prefix(by_region, partition, group):
             raw = customers.get(keys.member(key, group))
-            entry = decode(DirectoryEntry, raw, trusted=True) if raw is not None else None
-            if entry is not None and entry.customer.region == region:
-                yield entry
+            found = Candidate.read(raw) if raw is not None else None
+            if found is not None and found.region == region:
+                yield found

@@ -10,12 +10,11 @@ from email.utils import parseaddr
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from preaviso.audience import DirectoryEntry, expected_recipients, policy_impacts
+from preaviso.audience import Candidate, expected_recipients, policy_impacts
 from preaviso.devtools import dataset
 from preaviso.devtools.catcher import read_mails
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
-from preaviso.streams.codecs import encode
 from preaviso.streams.kafka import client_options
 from preaviso.streams.lag import wait_idle
 from tests.integration.conftest import Stack
@@ -135,9 +134,7 @@ def test_impacts_notify_cannot_use_are_dead_lettered_with_the_reason_and_others_
     owners = expected_recipients(BY_ID, OWNED, change)
     stranger = next(iter(policy_impacts(
         dataset.policy_for_everyone("pol-stranger"),
-        [DirectoryEntry(partition=0, customer=CUSTOMERS[0].model_copy(
-            update={"customer_id": "NOBODY-1"})
-        )],
+        [Candidate("NOBODY-1", CUSTOMERS[0].region, 0)],
         0,
     )))  # fmt: skip
     stack.start_worker()
@@ -146,7 +143,7 @@ def test_impacts_notify_cannot_use_are_dead_lettered_with_the_reason_and_others_
     asyncio.run(wait_idle(stack.settings, directory, within=90))
 
     asyncio.run(produce_raw(stack.settings, t.IMPACTS.name, b"C-garbage", b"not json"))
-    asyncio.run(produce_raw(stack.settings, t.IMPACTS.name, b"NOBODY-1", encode(stranger)))
+    asyncio.run(produce_raw(stack.settings, t.IMPACTS.name, b"NOBODY-1", stranger.value))
     assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
 
     assert_mailed_exactly(stack, owners)

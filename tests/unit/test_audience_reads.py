@@ -49,7 +49,7 @@ def test_a_regional_policy_reads_the_index_and_skips_customers_who_moved(tables:
             tables.put(by_region, 0, keys.key(r.encode(), cid.encode()), keys.MARK)
     change = dataset.warranty_change()  # ES-CT and ES-AN
 
-    found = [e.customer.customer_id for e in candidates(customers, by_region, change, 0)]
+    found = [c.customer_id for c in candidates(customers, by_region, change, 0)]
 
     assert found == ["C2", "C1"]  # ES-AN then ES-CT; C2 once, C3 not read at all
 
@@ -61,7 +61,7 @@ def test_a_policy_for_everyone_reads_the_partition_store(tables: Tables) -> None
         tables.put(customers, partition, cid.encode(), encode(entry))
     change = dataset.warranty_change().model_copy(update={"scope": PolicyScope(all_customers=True)})
 
-    found = [e.customer.customer_id for e in candidates(customers, by_region, change, 0)]
+    found = [c.customer_id for c in candidates(customers, by_region, change, 0)]
 
     # RocksDB reads partition 0 only; the memory store (dev only) returns every
     # customer and leaves policy_impacts to keep those of partition 0.

@@ -58,9 +58,9 @@ def impacts_of(customer_ids: set[str]) -> list[Impact]:
     owners = [(o.customer_id, owned_product(o)) for o in OWNED if o.sku == "DW400-W"]
     event = dataset.dishwasher_discontinued()
     return [
-        impact
-        for impact in discontinuation_impacts(event, "DW400-W", owners)
-        if impact.customer_id in customer_ids
+        decode(Impact, record.value)
+        for record in discontinuation_impacts(event, "DW400-W", owners)
+        if record.key.decode() in customer_ids
     ]
 
 

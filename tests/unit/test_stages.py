@@ -18,7 +18,7 @@ from preaviso.audience import discontinuation_impacts, owned_product
 from preaviso.devtools import dataset
 from preaviso.mail import MemoryTransport, SmtpTemporaryError
 from preaviso.render import Renderer
-from preaviso.schemas.records import DeliveryStatus, Notice
+from preaviso.schemas.records import DeliveryStatus, Impact, Notice
 from preaviso.settings import Settings
 from preaviso.streams.codecs import DecodeError, decode, decode_expected, encode
 
@@ -32,13 +32,14 @@ NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 def a_notice() -> Notice:
     ownership = next(o for o in OWNED if o.sku == "DW400-W")
     customer = next(c for c in PEOPLE if c.customer_id == ownership.customer_id)
-    impact = next(
+    record = next(
         discontinuation_impacts(
             dataset.dishwasher_discontinued(),
             "DW400-W",
             [(ownership.customer_id, owned_product(ownership))],
         )
     )
+    impact = decode(Impact, record.value)
     return compose_notice(impact, customer, Renderer("Example Appliances"), SETTINGS, NOW)
 
 
