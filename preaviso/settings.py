@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     event_loop: EventLoop = Field(
         EventLoop.AUTO,
         description="The worker's event loop: auto (uvloop when installed), uvloop or asyncio.",
+    )
+    compose_processes: Annotated[int, Field(ge=0, le=16)] = Field(
+        default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0,
+        description="Child processes that render notices, beside the worker's own thread "
+        "(0: render in the worker; default 1 where there are 2 or more cores).",
     )
     web_enabled: bool = Field(False, description="Serve the worker's web endpoints.")
     web_host: str = Field(

@@ -8,6 +8,6 @@ from preaviso.streams.app import Pipeline
 def register_all(pipe: Pipeline) -> None:
     from preaviso.agents import audience, bulk, deliver, directory, notify
 
-    bulk.register(pipe, {**directory.stages(pipe), **notify.stages(pipe)})
+    bulk.register(pipe, {**directory.stages(pipe), **notify.stages(pipe)}, notify.composer(pipe))
     audience.register(pipe)
     deliver.register(pipe)

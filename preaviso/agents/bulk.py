@@ -35,9 +35,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from preaviso.agents.composer import Composer
 from preaviso.agents.outbox import backoff, failure_name
 from preaviso.agents.produce import Send, write_all
 from preaviso.agents.stage import dead_letter_record
+from preaviso.compose import Composed, Job
 from preaviso.streams import faust_fixes, scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -54,6 +56,9 @@ BATCH_TIME = 0.05
 """Seconds (wall clock, yields to other work included) after which a batch is written
 and the rest of its fetch left for the next: a fan-out's first notices go out without
 waiting for the whole fetch."""
+COMPOSE_MAX = 250
+"""Notices a batch composes at most (~25 ms of rendering): the batch's notices are
+written once all are composed, so this bounds how long the first of them waits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,19 @@ class TableWrites:
         self.entries[key] = None
 
 
+AfterCompose = Callable[[Composed, "Batch"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Composing:
+    """A notice a batch composes, and what to do with it."""
+
+    stage: str
+    record: Any
+    job: Job
+    then: AfterCompose
+
+
 @dataclass(slots=True)
 class Batch:
     """What the records of one batch (a fetch, or part of one) produce: records to send,
@@ -105,6 +123,8 @@ class Batch:
     """The previous batch, if its writes are still on their way."""
     sends: list[Send] = field(default_factory=list)
     tables: dict[tuple[str, int], TableWrites] = field(default_factory=dict)
+    jobs: list[Composing] = field(default_factory=list)
+    """Notices to compose (``compose``), before the batch is written."""
 
     def send(self, spec: t.TopicSpec, key: bytes, value: bytes) -> None:
         """A record for ``spec``, placed by its key (the worker's murmur2)."""
@@ -117,6 +137,11 @@ class Batch:
             table = self.pipe.tables[name]
             found = self.tables[name, partition] = TableWrites(table, partition, below)
         return found
+
+    def compose(self, stage: str, record: Any, job: Job, then: AfterCompose) -> None:
+        """Compose ``job`` (perhaps in another process), then call ``then`` with the result,
+        in the order of the records; an exception from ``then`` dead-letters ``record``."""
+        self.jobs.append(Composing(stage, record, job, then))
 
     def dead_letter(self, stage: str, record: Any, exc: BaseException) -> None:
         key, letter = dead_letter_record(Source(record), stage, exc)
@@ -134,8 +159,14 @@ exception (the record is at fault: a dead letter) leaves nothing of it behind.""
 class BulkLoader:
     """Reads the bulk stages' topics on the partitions Faust assigned to this worker."""
 
-    def __init__(self, pipe: Pipeline, stages: Mapping[t.TopicSpec, tuple[str, Handler]]) -> None:
+    def __init__(
+        self,
+        pipe: Pipeline,
+        stages: Mapping[t.TopicSpec, tuple[str, Handler]],
+        composer: Composer | None = None,
+    ) -> None:
         self._pipe = pipe
+        self._composer = composer
         self._stages = {pipe.topic_name(spec): stage for spec, stage in stages.items()}
         self.topics = frozenset(self._stages)
         self._task: asyncio.Task[None] | None = None
@@ -215,6 +246,8 @@ class BulkLoader:
                         max_records=self._pipe.settings.directory_batch,
                     )
                 batch, handled, rest = await self._handle(rest, below) if rest else (None, {}, {})
+                if batch is not None and batch.jobs:
+                    await self._compose(batch)  # while the batch before is written
                 if writing is not None:
                     if not await writing:
                         return False
@@ -248,7 +281,8 @@ class BulkLoader:
                 except Exception as exc:  # the record is at fault
                     batch.dead_letter(stage, record, exc)
                 now = time.perf_counter()
-                if now >= ends and (i + 1 < len(records) or n + 1 < len(tps)):
+                full = now >= ends or len(batch.jobs) >= COMPOSE_MAX
+                if full and (i + 1 < len(records) or n + 1 < len(tps)):
                     handled[tp] = records[: i + 1]
                     rest = {tp: records[i + 1 :]} if i + 1 < len(records) else {}
                     rest.update((later, fetched[later]) for later in tps[n + 1 :])
@@ -258,6 +292,18 @@ class BulkLoader:
                     due = time.perf_counter() + SLICE
             handled[tp] = records
         return batch, handled, {}
+
+    async def _compose(self, batch: Batch) -> None:
+        """Compose the batch's notices and hand each its result, in the records' order."""
+        jobs, batch.jobs = batch.jobs, []
+        if self._composer is None:
+            raise RuntimeError("a bulk stage composes notices, but the loader has no composer")
+        results = await self._composer.compose([j.job for j in jobs])
+        for job, result in zip(jobs, results, strict=True):
+            try:
+                job.then(result, batch)
+            except Exception as exc:  # the record is at fault
+                batch.dead_letter(job.stage, job.record, exc)
 
     async def _finish(self, batch: Batch, fetched: Fetched) -> bool:
         """Write a batch's outputs, then its table entries (changelog, then store), then
@@ -290,10 +336,14 @@ async def write_entries(producer: Any, tables: Iterable[TableWrites], partitions
         scan.write(w.table, w.partition, w.entries, offsets[topic, w.partition])
 
 
-def register(pipe: Pipeline, stages: Mapping[t.TopicSpec, tuple[str, Handler]]) -> BulkLoader:
+def register(
+    pipe: Pipeline,
+    stages: Mapping[t.TopicSpec, tuple[str, Handler]],
+    composer: Composer | None = None,
+) -> BulkLoader:
     """Read ``stages``' topics in bulk on Faust's partitions: subscribed in its group,
     never fetched by it; the loader is started and halted by ``faust_fixes``."""
-    loader = BulkLoader(pipe, stages)
+    loader = BulkLoader(pipe, stages, composer)
     for spec in stages:
         pipe.app.topics.add(pipe.topics[spec.name])
     faust_fixes.attach_bulk(pipe.app, loader)

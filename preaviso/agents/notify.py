@@ -2,81 +2,84 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
 from typing import Any
+
+import mode
 
 from preaviso.agents import ledger
 from preaviso.agents.bulk import Batch, Handler
-from preaviso.audience import DirectoryEntry
-from preaviso.mail import build_message, make_message_id
-from preaviso.render import Renderer
-from preaviso.schemas.events import CustomerUpserted
-from preaviso.schemas.records import Impact, Notice
-from preaviso.settings import Settings
+from preaviso.agents.composer import Composer, composer_for
+from preaviso.compose import Composed, Job
+from preaviso.schemas.records import Impact
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import decode, encode
+from preaviso.streams.codecs import decode
+
+log = logging.getLogger("preaviso.notify")
 
 
 class UnknownCustomerError(LookupError):
     """An impact names a customer the directory does not hold (yet)."""
 
 
-def compose_notice(
-    impact: Impact,
-    customer: CustomerUpserted,
-    renderer: Renderer,
-    settings: Settings,
-    now: datetime,
-) -> Notice:
-    """Render and assemble the exact bytes to send; pure, so the proof is reproducible."""
-    rendered = renderer.render(impact, customer, today=now.date())
-    message_id = make_message_id(impact.notice_id, settings.message_id_domain)
-    mime = build_message(
-        sender=settings.mail_from,
-        recipient_name=customer.name,
-        recipient_email=str(customer.email),
-        subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
-        message_id=message_id,
-        date=now,
-    )
-    return Notice(
-        notice_id=impact.notice_id,
-        customer_id=customer.customer_id,
-        cause_event_id=impact.cause_event_id,
-        source="preaviso",
-        recipient=str(customer.email),
-        locale=customer.locale,
-        subject=rendered.subject,
-        message_id=message_id,
-        mime=mime.decode("ascii"),
-    )
+class ComposeError(Exception):
+    """Composing the notice failed; ``error_type`` names the exception it raised."""
+
+    def __init__(self, result: Composed) -> None:
+        super().__init__(result.reason)
+        self.error_type = result.error_type
 
 
 def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
     """notify, to be read in bulk (``agents/bulk.py``): a fan-out's impacts come in
-    thousands, and each passed Faust's per-event hand-over before any rendering."""
-    renderer = Renderer(company_name=pipe.settings.company_name)
-    settings = pipe.settings
+    thousands, and each passed Faust's per-event hand-over before any rendering.
+
+    The handler checks the impact against the ledger and the directory at once; the
+    notice is composed with the rest of the batch (``agents/composer.py``, perhaps in
+    another process), then written, and its ``issued`` mark after it (bulk._finish).
+    """
 
     def notify(record: Any, batch: Batch) -> None:
         impact = decode(Impact, record.value)
         key = impact.customer_id.encode()
         issued = batch.table("issued", record.partition)
         if ledger.contains(issued, key, impact.notice_id):
-            return  # already issued: a redelivered or repeated impact (or one in this batch)
-        raw = batch.table("customers", record.partition).get(key)
-        if raw is None:
+            return  # already issued: a redelivered or repeated impact
+        entry = batch.table("customers", record.partition).get(key)
+        if entry is None:
             raise UnknownCustomerError(
                 f"customer {impact.customer_id} is not in the directory; publish its "
                 "CustomerUpserted, then replay this record from the dead-letter topic"
             )
-        customer = decode(DirectoryEntry, raw, trusted=True).customer
-        notice = compose_notice(impact, customer, renderer, settings, datetime.now(UTC))
-        batch.send(t.NOTICES, key, encode(notice))
-        # Written to Kafka after the batch's notices, stored after that (bulk._finish).
-        ledger.add(issued, key, impact.notice_id)
+
+        def composed(result: Composed, batch: Batch) -> None:
+            if result.notice is None:
+                raise ComposeError(result)
+            if ledger.contains(issued, key, impact.notice_id):
+                return  # the same impact earlier in this batch
+            batch.send(t.NOTICES, key, result.notice)
+            ledger.add(issued, key, impact.notice_id)
+
+        batch.compose("notify", record, Job(record.value, entry), composed)
 
     return {t.IMPACTS: ("notify", notify)}
+
+
+def composer(pipe: Pipeline) -> Composer:
+    """Where notify composes (``PREAVISO_COMPOSE_PROCESSES``): started with the worker,
+    so its child processes are ready for the first batch, and closed when it stops."""
+    found = composer_for(pipe.settings)
+
+    class ComposerService(mode.Service):
+        async def on_start(self) -> None:
+            found.start()
+            processes = pipe.settings.compose_processes
+            where = f"{processes} child process(es)" if processes else "the worker's thread"
+            log.info("notices composed in %s", where)
+
+        async def on_stop(self) -> None:
+            found.close()
+
+    pipe.app.service(ComposerService)
+    return found

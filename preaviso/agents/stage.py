@@ -67,7 +67,8 @@ def dead_letter_for(event: Any, stage: str, exc: BaseException) -> DeadLetter:
     return DeadLetter(
         stage=stage,
         reason=_bounded(str(exc), REASON_CHARS) or type(exc).__name__,
-        error_type=type(exc).__name__[:200],
+        # An error from another process names the exception it stands for.
+        error_type=(getattr(exc, "error_type", "") or type(exc).__name__)[:200],
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,

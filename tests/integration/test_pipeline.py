@@ -174,15 +174,20 @@ def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: 
     assert letter["topic"] == stack.settings.topic(t.CHANGES.name)
 
 
-def test_a_restarted_worker_keeps_the_directory_on_either_event_loop(stack: Stack) -> None:
-    stack.settings = stack.settings.model_copy(update={"event_loop": EventLoop.AUTO})
+def test_a_restarted_worker_keeps_the_directory_on_either_event_loop_and_composer(
+    stack: Stack,
+) -> None:
+    update = {"event_loop": EventLoop.AUTO, "compose_processes": 1}
+    stack.settings = stack.settings.model_copy(update=update)
     stack.start_worker()  # uvloop, a dependency wherever it builds (not on Windows)
     publish_directory(stack)
     stack.stop_worker()
     assert stack.worker is None
 
-    # A new process, on asyncio's own loop: the directory comes from its RocksDB tables.
-    stack.settings = stack.settings.model_copy(update={"event_loop": EventLoop.ASYNCIO})
+    # A new process, on asyncio's own loop, composing in its own thread: the directory
+    # comes from its RocksDB tables.
+    update = {"event_loop": EventLoop.ASYNCIO, "compose_processes": 0}
+    stack.settings = stack.settings.model_copy(update=update)
     worker = stack.start_worker()
     change = dataset.dishwasher_discontinued("disc-after-restart")
     owners = expected_recipients(BY_ID, OWNED, change)
@@ -192,6 +197,8 @@ def test_a_restarted_worker_keeps_the_directory_on_either_event_loop(stack: Stac
     said = re.findall(r"event loop: (\w+)", worker.log_path.read_text())
     auto = "uvloop" if find_spec("uvloop") is not None else "asyncio"
     assert said == [auto, "asyncio"]
+    composed = re.findall(r"notices composed in (.+)", worker.log_path.read_text())
+    assert [c.strip() for c in composed] == ["1 child process(es)", "the worker's thread"]
 
 
 def test_publish_validates_every_line_and_publishes_nothing_when_one_is_bad(stack: Stack) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -89,3 +90,59 @@ def test_sigterm_ends_a_worker_stuck_on_an_smtp_outage_within_30_s_and_loses_not
 
     assert set(counts) == set(expected)
     assert max(counts.values()) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux only)")
+@pytest.mark.parametrize("settle", [0.0, 5.0], ids=["while-the-child-starts", "child-ready"])
+def test_a_worker_killed_alone_leaves_no_composing_process_behind(
+    kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path, settle: float
+) -> None:
+    """Only the worker's pid is killed (an OOM kill, say), not its process group: its
+    child that composes notices sees the worker gone and exits by itself, even when
+    the worker dies before the child has finished starting."""
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        smtp_host=catcher.host,
+        smtp_port=catcher.port,
+        data_dir=tmp_path / "data",
+        compose_processes=1,
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    wait_for(
+        lambda: bool(children(pid)) and "notices composed in 1 child" in worker.log_tail(),
+        timeout=60,
+        what="the worker started with its composing process",
+        on_fail=worker.log_tail,
+    )
+    time.sleep(settle)
+    child = children(pid)
+
+    os.kill(pid, signal.SIGKILL)
+    worker.proc.wait()
+
+    wait_for(lambda: not any(alive(c) for c in child), timeout=15, what="the child exited")
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited

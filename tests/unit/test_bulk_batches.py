@@ -12,10 +12,12 @@ import pytest
 from aiokafka import TopicPartition
 from faust.types import TP
 
-from preaviso.agents import bulk, notify
+from preaviso.agents import bulk, ledger, notify
+from preaviso.agents.composer import InlineComposer
 from preaviso.audience import DirectoryEntry, discontinuation_impacts, owned_product
+from preaviso.compose import Job
 from preaviso.devtools import dataset
-from preaviso.schemas.records import Impact, Notice
+from preaviso.schemas.records import DeadLetter, Impact, Notice
 from preaviso.settings import Settings
 from preaviso.streams import keys, scan
 from preaviso.streams import topics as t
@@ -82,9 +84,11 @@ async def test_a_notice_is_written_before_its_issued_mark_reaches_kafka(
     record = Record(SETTINGS.topic("impacts"), 1, 9, impact.customer_id.encode(), encode(impact))
     batch = bulk.Batch(pipe)
     handle(record, batch)
+    loader = bulk.BulkLoader(pipe, {}, InlineComposer(SETTINGS))
+    await loader._compose(batch)
 
     finishing = asyncio.ensure_future(
-        bulk.BulkLoader(pipe, {})._finish(batch, {TopicPartition(record.topic, 1): [record]})
+        loader._finish(batch, {TopicPartition(record.topic, 1): [record]})
     )
     for _ in range(20):
         await asyncio.sleep(0)
@@ -104,7 +108,7 @@ async def test_a_notice_is_written_before_its_issued_mark_reaches_kafka(
     assert commits == [{TP(record.topic, 1): 10}]
 
 
-def test_notify_issues_each_impact_of_a_fetch_once_and_names_an_unknown_customer(
+async def test_notify_issues_each_impact_of_a_fetch_once_and_names_an_unknown_customer(
     tables: Tables,
 ) -> None:
     pipe = a_pipe(tables, None, [])
@@ -121,6 +125,7 @@ def test_notify_issues_each_impact_of_a_fetch_once_and_names_an_unknown_customer
     handle(Record(topic, 0, 1, known.encode(), encode(first)), batch)  # the same again
     with pytest.raises(notify.UnknownCustomerError, match=unknown):
         handle(Record(topic, 0, 2, unknown.encode(), encode(stranger)), batch)
+    await bulk.BulkLoader(pipe, {}, InlineComposer(SETTINGS))._compose(batch)
 
     assert stage == "notify"
     [(sent_to, key, value, _)] = batch.sends
@@ -129,6 +134,28 @@ def test_notify_issues_each_impact_of_a_fetch_once_and_names_an_unknown_customer
     assert (sent_to, key) == (SETTINGS.topic("notices"), known.encode())
     assert (notice.notice_id, notice.recipient) == (first.notice_id, str(customer.email))
     assert f"<{first.notice_id}@notices.example.com>" in notice.mime
+
+
+async def test_a_notice_that_cannot_be_composed_is_dead_lettered_without_its_issued_mark(
+    tables: Tables,
+) -> None:
+    pipe = a_pipe(tables, None, [])
+    [impact] = impacts_of({next(o.customer_id for o in OWNED if o.sku == "DW400-W")})
+    unnamed = impact.model_copy(update={"model_name": None})  # the template needs it
+    store_customer(tables, pipe.tables["customers"], 0, impact.customer_id)
+    [(_, handle)] = notify.stages(pipe).values()
+    batch = bulk.Batch(pipe)
+    record = Record(SETTINGS.topic("impacts"), 0, 3, impact.customer_id.encode(), encode(unnamed))
+
+    handle(record, batch)
+    await bulk.BulkLoader(pipe, {}, InlineComposer(SETTINGS))._compose(batch)
+
+    [(sent_to, key, value, _)] = batch.sends
+    letter = decode(DeadLetter, value)
+    assert (sent_to, key) == (SETTINGS.topic("dead-letters"), impact.customer_id.encode())
+    assert (letter.stage, letter.error_type, letter.offset) == ("notify", "ValueError", 3)
+    assert "model_name" in letter.reason
+    assert not ledger.contains(batch.table("issued", 0), key, impact.notice_id)
 
 
 async def test_a_fetch_cut_short_by_the_batch_time_is_handled_once_in_order(
@@ -150,6 +177,29 @@ async def test_a_fetch_cut_short_by_the_batch_time_is_handled_once_in_order(
 
     assert seen == [(0, 4), (0, 5), (0, 6), (1, 0), (1, 1)]
     assert [[where(r) for rs in b.values() for r in rs] for b in batches] == [[s] for s in seen]
+
+
+async def test_a_batch_composes_at_most_compose_max_notices_and_the_rest_waits_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The notices of a batch are written once all are composed: a fetch of thousands
+    is cut into batches, so the first mails need not wait for the whole fetch."""
+    monkeypatch.setattr(bulk, "COMPOSE_MAX", 2)
+    pipe = SimpleNamespace(topic_name=lambda spec: SETTINGS.topic(spec.name))
+
+    def defer(record: Any, batch: bulk.Batch) -> None:
+        batch.compose("notify", record, Job(b"", b""), lambda result, b: None)
+
+    loader = bulk.BulkLoader(pipe, {t.IMPACTS: ("notify", defer)})  # type: ignore[arg-type]
+    topic = SETTINGS.topic("impacts")
+    rest: bulk.Fetched = {TopicPartition(topic, 0): [Record(topic, 0, n) for n in range(5)]}
+    batches: list[list[tuple[int, int]]] = []
+    while rest:
+        batch, handled, rest = await loader._handle(rest, None)
+        assert len(batch.jobs) == len(handled[TopicPartition(topic, 0)])
+        batches.append([where(r) for rs in handled.values() for r in rs])
+
+    assert batches == [[(0, 0), (0, 1)], [(0, 2), (0, 3)], [(0, 4)]]
 
 
 def where(record: Any) -> tuple[int, int]:

@@ -12,9 +12,9 @@ import pytest
 
 from preaviso.agents import deliver
 from preaviso.agents.deliver import send_notice
-from preaviso.agents.notify import compose_notice
 from preaviso.agents.stage import dead_letter_for
 from preaviso.audience import discontinuation_impacts, owned_product
+from preaviso.compose import compose_notice
 from preaviso.devtools import dataset
 from preaviso.mail import MemoryTransport, SmtpTemporaryError
 from preaviso.render import Renderer

@@ -1,0 +1,130 @@
+"""Where notices are composed: a child process gives what the worker's own thread gives."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from email import message_from_bytes, policy
+from typing import Any
+
+import pytest
+
+from preaviso.agents.composer import (
+    ComposerUnavailableError,
+    InlineComposer,
+    ProcessComposer,
+    composer_for,
+)
+from preaviso.audience import Candidate, DirectoryEntry, policy_impacts
+from preaviso.compose import Composed, Job
+from preaviso.devtools import dataset
+from preaviso.schemas.records import Notice
+from preaviso.settings import Settings
+from preaviso.streams.codecs import decode, encode
+
+SETTINGS = Settings(
+    message_id_domain="notices.example.com",
+    mail_from="Avisos <avisos@example.com>",
+    smtp_password="not-for-children",
+)
+PEOPLE, _ = dataset.directory(5)
+
+
+def jobs() -> list[Job]:
+    """A policy's impacts for every customer, and a broken impact in the middle."""
+    change = dataset.policy_for_everyone("pol-composer")
+    entries = {c.customer_id: encode(DirectoryEntry(partition=0, customer=c)) for c in PEOPLE}
+    records = list(policy_impacts(change, (Candidate(c, "ES-MD", 0) for c in entries), 0))
+    good = [Job(r.value, entries[r.key.decode()]) for r in records]
+    return [*good[:2], Job(b"{not json", good[0].entry), *good[2:]]
+
+
+def without_date(result: Composed) -> Notice:
+    """The notice without what the clock or chance decide: its Date, event id and time."""
+    assert result.notice is not None
+    notice = decode(Notice, result.notice)
+    mime = re.sub(r"Date: [^\r]*\r\n", "", notice.mime)
+    return notice.model_copy(update={"mime": mime, "event_id": "-", "occurred_at": None})
+
+
+@pytest.fixture
+def in_child() -> Any:
+    composer = ProcessComposer(SETTINGS, processes=2)
+    composer.start()
+    yield composer
+    composer.close()
+
+
+async def test_a_child_process_composes_what_the_worker_would(in_child: ProcessComposer) -> None:
+    here = await InlineComposer(SETTINGS).compose(jobs())
+    there = await in_child.compose(jobs())
+
+    assert len(here) == len(there) == len(PEOPLE) + 1
+    for mine, theirs in zip(here, there, strict=True):
+        if mine.notice is None:
+            assert theirs == mine
+        else:
+            assert without_date(theirs) == without_date(mine)
+    for result, customer in zip(there[:2] + there[3:], PEOPLE, strict=True):
+        notice = without_date(result)
+        mail = message_from_bytes(notice.mime.encode(), policy=policy.default)
+        assert (notice.customer_id, notice.recipient) == (customer.customer_id, customer.email)
+        assert mail["Message-ID"] == f"<{notice.notice_id}@notices.example.com>"
+        assert mail["From"] == "Avisos <avisos@example.com>"
+
+
+async def test_a_job_that_fails_comes_back_as_its_error_and_the_others_still_compose(
+    in_child: ProcessComposer,
+) -> None:
+    results = await in_child.compose(jobs())
+
+    broken = results[2]
+    assert broken.notice is None
+    assert broken.error_type == "DecodeError"
+    assert "Impact" in broken.reason
+    assert all(r.notice is not None for r in results[:2] + results[3:])
+
+
+async def test_a_dead_child_fails_its_batch_and_the_next_batch_gets_a_new_one(
+    in_child: ProcessComposer,
+) -> None:
+    await in_child.compose(jobs())  # the children are up
+    pool: Any = in_child._pool
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(ComposerUnavailableError, match="died"):
+        await in_child.compose(jobs())
+    again = await in_child.compose(jobs())
+
+    assert sum(r.notice is not None for r in again) == len(PEOPLE)
+
+
+async def test_a_closed_composer_composes_nothing_more() -> None:
+    composer = ProcessComposer(SETTINGS, processes=1)
+    composer.start()
+    composer.close()
+
+    with pytest.raises(ComposerUnavailableError, match="stopping"):
+        await composer.compose(jobs())
+    assert composer._pool is None
+
+
+def test_no_secret_is_handed_to_the_child_process() -> None:
+    composer = ProcessComposer(SETTINGS, processes=1)
+    handed: Any = composer._settings
+    assert handed.smtp_password is None
+    assert handed.mail_from == SETTINGS.mail_from
+
+
+def test_the_setting_picks_where_notices_are_composed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREAVISO_COMPOSE_PROCESSES", "0")
+    assert isinstance(composer_for(Settings()), InlineComposer)
+    monkeypatch.setenv("PREAVISO_COMPOSE_PROCESSES", "2")
+    assert isinstance(composer_for(Settings()), ProcessComposer)
+    monkeypatch.delenv("PREAVISO_COMPOSE_PROCESSES")
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert Settings().compose_processes == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert Settings().compose_processes == 1
