@@ -27,6 +27,7 @@ from preaviso.mail.errors import (
     TransportError,
 )
 from preaviso.mail.message import _check_address
+from preaviso.mail.smtp_client import Client, canonical
 from preaviso.settings import SmtpTls
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class SmtpTransport(_ClosingContext):
         self._closed = False
         # LIFO: the most recently used connection (surely still open) goes out first, and
         # under light load the spare connections are never opened at all.
-        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        self._idle: asyncio.LifoQueue[Client] = asyncio.LifoQueue()
         for _ in range(connections):
             self._idle.put_nowait(self._new_client())
 
@@ -200,8 +201,8 @@ class SmtpTransport(_ClosingContext):
 
     # -- internals -----------------------------------------------------------------------
 
-    def _new_client(self) -> aiosmtplib.SMTP:
-        return aiosmtplib.SMTP(
+    def _new_client(self) -> Client:
+        return Client(
             hostname=self.host,
             port=self.port,
             username=self.username,
@@ -213,7 +214,7 @@ class SmtpTransport(_ClosingContext):
             validate_certs=self.verify_tls,
         )
 
-    async def _acquire(self) -> aiosmtplib.SMTP:
+    async def _acquire(self) -> Client:
         if self._closed:
             raise TransportError("the SMTP transport is closed")
         client = await self._idle.get()
@@ -223,7 +224,7 @@ class SmtpTransport(_ClosingContext):
         return client
 
     async def _send_on(
-        self, client: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes
+        self, client: Client, sender: str, recipients: list[str], message: bytes
     ) -> SmtpReply:
         reused = client.is_connected
         if not reused:
@@ -243,10 +244,13 @@ class SmtpTransport(_ClosingContext):
             raise self._dropped(exc) from exc
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes
+        self, client: Client, sender: str, recipients: list[str], message: bytes
     ) -> SmtpReply:
         try:
-            refused, reply = await client.sendmail(sender, recipients, message)
+            if canonical(message):  # notices are: no regex passes over them
+                refused, reply = await client.send_canonical(sender, recipients, message)
+            else:
+                refused, reply = await client.sendmail(sender, recipients, message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
             raise SmtpReplyError.from_reply(
@@ -270,7 +274,7 @@ class SmtpTransport(_ClosingContext):
             raise SmtpReplyError.from_reply(code, text, command="RCPT", recipient=address)
         return SmtpReply(250, reply)
 
-    async def _connect(self, client: aiosmtplib.SMTP) -> None:
+    async def _connect(self, client: Client) -> None:
         """Connect (TLS and AUTH included) within ``connect_timeout``, or say what to check."""
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -312,7 +316,7 @@ class SmtpTransport(_ClosingContext):
             hint="check the server's logs and limits (connections, rate, message size)",
         )
 
-    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+    async def _quit(self, client: Client) -> None:
         if client.is_connected:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.quit(timeout=min(self.timeout, 5.0))
