@@ -32,14 +32,10 @@ __all__ = ["Client", "canonical", "dot_stuffed"]
 
 
 def canonical(message: bytes) -> bool:
-    """True if every line ends with CRLF, the last one too: what aiosmtplib's
-    normalization would leave as it is."""
+    """True if every line break is CRLF (no bare CR or LF): aiosmtplib's normalization
+    would at most add a CRLF at the end."""
     lines = message.count(b"\r\n")
-    return (
-        message.endswith(b"\r\n")
-        and message.count(b"\n") == lines
-        and message.count(b"\r") == lines
-    )
+    return message.count(b"\n") == lines and message.count(b"\r") == lines
 
 
 def dot_stuffed(message: bytes) -> bytes:
@@ -58,6 +54,8 @@ class Client(aiosmtplib.SMTP):
     ) -> tuple[dict[str, SMTPResponse], str]:
         """``sendmail(sender, recipients, message)`` for a ``canonical`` message: the same
         commands and replies, the same exceptions, the same RSET after a refusal."""
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"  # DATA ends with a line break, as sendmail makes sure
         await self._greeted()  # the SIZE extension is known only after EHLO
         options = [f"size={len(message)}"] if self.supports_extension("size") else []
         try:

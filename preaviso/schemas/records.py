@@ -9,7 +9,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from preaviso.schemas.base import Contract, Event, Identifier, Line, Text
 from preaviso.schemas.events import Locale, PolicyKind
@@ -99,7 +99,9 @@ class Notice(Event):
     locale: Locale
     subject: Line
     message_id: str
-    mime: str = Field(description="The full RFC 5322 message, CRLF line endings, ASCII.")
+    mime: Annotated[str, StringConstraints(strip_whitespace=False)] = Field(
+        description="The full RFC 5322 message, CRLF line endings, ASCII: the exact bytes sent."
+    )
 
 
 class DeliveryStatus(StrEnum):

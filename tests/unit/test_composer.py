@@ -19,6 +19,7 @@ from preaviso.agents.composer import (
 from preaviso.audience import Candidate, DirectoryEntry, policy_impacts
 from preaviso.compose import Composed, Job
 from preaviso.devtools import dataset
+from preaviso.mail.smtp_client import canonical
 from preaviso.schemas.records import Notice
 from preaviso.settings import Settings
 from preaviso.streams.codecs import decode, encode
@@ -128,3 +129,14 @@ def test_the_setting_picks_where_notices_are_composed(monkeypatch: pytest.Monkey
     assert Settings().compose_processes == 0
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert Settings().compose_processes == 1
+
+
+async def test_the_stored_notice_is_the_message_as_it_is_sent() -> None:
+    """The proof keeps the message's last line break (a contract strips other strings),
+    and its line breaks are all CRLF: the transport sends it as it is."""
+    [first, *_] = await InlineComposer(SETTINGS).compose(jobs())
+    assert first.notice is not None
+    mime = decode(Notice, first.notice).mime.encode("ascii")
+
+    assert mime.endswith(b"--\r\n")
+    assert canonical(mime)

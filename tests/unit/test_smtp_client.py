@@ -27,16 +27,14 @@ async def server() -> AsyncIterator[Server]:
     [
         (MESSAGE, True),
         (b"a\r\nb\r\n", True),
-        (b"a\r\nb", False),  # no line break at the end
+        (b"a\r\nb", True),  # the line break at the end is added
         (b"a\nb\r\n", False),  # a bare LF
         (b"a\rb\r\n", False),  # a bare CR
         (b"a\r\r\nb\r\n", False),
-        (b"", False),
+        (b"", True),
     ],
 )
-def test_canonical_means_crlf_line_endings_only_the_last_line_too(
-    message: bytes, expected: bool
-) -> None:
+def test_canonical_means_no_bare_cr_or_lf(message: bytes, expected: bool) -> None:
     assert canonical(message) is expected
 
 
@@ -60,6 +58,13 @@ async def test_a_canonical_message_goes_as_it_is_with_its_size(
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
     assert server.messages == [MESSAGE]  # its dot lines came through
+
+
+async def test_a_canonical_message_without_a_last_line_break_gets_one(server: Server) -> None:
+    async with transport_for(server) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE.removesuffix(b"\r\n"))
+
+    assert server.messages == [MESSAGE]
 
 
 PLAIN = b"From: avisos@example.com\r\nSubject: hola\r\n\r\nHola.\r\n"
