@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,14 +11,6 @@ from aiosmtplib.protocol import PERIOD_REGEX
 from preaviso.mail import SmtpPermanentError
 from preaviso.mail.smtp_client import Client, canonical, dot_stuffed
 from tests.unit.smtp_servers import MESSAGE, SENDER, Server, start_server, transport_for
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    handler = Server()
-    listening = await start_server(handler)
-    yield handler
-    listening.close()
 
 
 @pytest.mark.parametrize(
@@ -47,17 +38,22 @@ def test_dot_stuffing_is_what_aiosmtplib_does_to_a_canonical_message() -> None:
         assert dot_stuffed(message) == PERIOD_REGEX.sub(b"..", message)  # the reference
 
 
-async def test_a_canonical_message_goes_as_it_is_with_its_size(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("message", "not_used"),
+    [(MESSAGE, "sendmail"), (MESSAGE.replace(b"\r\n", b"\n"), "send_canonical")],
+    ids=["canonical-as-it-is", "bare-lf-through-sendmail"],
+)
+async def test_each_message_takes_its_way_and_arrives_the_same(
+    server: Server, monkeypatch: pytest.MonkeyPatch, message: bytes, not_used: str
 ) -> None:
     async def not_here(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a canonical message must not go through sendmail")
+        raise AssertionError(f"this message must not go through {not_used}")
 
-    monkeypatch.setattr(Client, "sendmail", not_here)
+    monkeypatch.setattr(Client, not_used, not_here)
     async with transport_for(server) as transport:
-        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        await transport.send(SENDER, ["jose@example.com"], message)
 
-    assert server.messages == [MESSAGE]  # its dot lines came through
+    assert server.messages == [MESSAGE]  # CRLF, its dot lines intact
 
 
 async def test_a_canonical_message_without_a_last_line_break_gets_one(server: Server) -> None:
@@ -87,17 +83,3 @@ async def test_mail_from_declares_the_exact_size(limit: int, taken: bool) -> Non
     finally:
         listening.close()
     assert handler.messages == ([PLAIN] if taken else [])
-
-
-async def test_any_other_message_goes_through_sendmail_and_arrives_normalized(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def not_here(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("only canonical messages go this way")
-
-    monkeypatch.setattr(Client, "send_canonical", not_here)
-    bare_lf = MESSAGE.replace(b"\r\n", b"\n")
-    async with transport_for(server) as transport:
-        await transport.send(SENDER, ["jose@example.com"], bare_lf)
-
-    assert server.messages == [MESSAGE]

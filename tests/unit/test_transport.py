@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -125,19 +125,7 @@ async def test_envelope_addresses_are_checked_before_sending(make: Callable[[], 
         await transport.send(SENDER, [], MESSAGE)
     await transport.aclose()
 
-
-# -- an in-test SMTP server --------------------------------------------------------------
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    handler = Server()
-    listener = await start_server(handler)
-    yield handler
-    listener.close()
-    for session in handler.sessions:
-        if session.transport is not None:
-            session.transport.close()
+    # -- the in-test SMTP server (fixture `server`, conftest.py) -------------------------------
     await asyncio.sleep(0)
 
 
