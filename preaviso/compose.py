@@ -67,6 +67,20 @@ class Composed(NamedTuple):
     reason: str = ""
 
 
+class ComposeError(Exception):
+    """Composing a notice failed; ``error_type`` names the exception it raised (perhaps
+    in another process), so its dead letter says what a failure in the worker would."""
+
+    def __init__(self, result: Composed) -> None:
+        super().__init__(result.reason or result.error_type)
+        self.error_type = result.error_type
+
+
+def error_name(exc: BaseException) -> str:
+    """The exception's type name; for a ``ComposeError``, the one raised in composing."""
+    return exc.error_type if isinstance(exc, ComposeError) else type(exc).__name__
+
+
 def compose_encoded(job: Job, renderer: Renderer, settings: Settings) -> Composed:
     """``compose_notice`` from and to bytes; any failure is the record's, returned as data."""
     try:

@@ -13,27 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
+from preaviso import compose_child
 from preaviso.compose import Composed, Job, compose_encoded
 from preaviso.render import Renderer
 from preaviso.settings import Settings
 
 log = logging.getLogger("preaviso.composer")
 
-PARENT_POLL = 1.0
-"""Seconds between a child's looks at whether the worker is still there."""
+SLICE = 0.005
+"""Seconds the inline composer renders before it lets the event loop run other work
+(deliver's sends), as the bulk loop does (``bulk.SLICE``)."""
+TIMEOUT = 60.0
+"""Seconds a batch may take in a child (it takes ~25 ms) before the child is taken for
+hung: it is killed, and the batch read again with a new one."""
 
 
 class ComposerUnavailableError(RuntimeError):
-    """The child process that composes notices died; the batch is read again."""
+    """No process can compose notices now (one died or hung, or the worker stops); the
+    batch is read again from its committed offsets."""
 
 
 class Composer(Protocol):
@@ -54,7 +57,14 @@ class InlineComposer:
         self._settings = settings
 
     async def compose(self, jobs: Sequence[Job]) -> list[Composed]:
-        return [compose_encoded(job, self._renderer, self._settings) for job in jobs]
+        results = []
+        due = time.perf_counter() + SLICE
+        for job in jobs:
+            results.append(compose_encoded(job, self._renderer, self._settings))
+            if time.perf_counter() >= due:
+                await asyncio.sleep(0)
+                due = time.perf_counter() + SLICE
+        return results
 
     def start(self) -> None:
         pass
@@ -66,13 +76,15 @@ class InlineComposer:
 class ProcessComposer:
     """Composes in ``processes`` child processes, started fresh (spawn: the worker has threads).
 
-    Each child builds its own ``Renderer`` once. A job list is split evenly between the
-    children. A child that dies breaks the pool: the batch fails (notify reads it again
-    from its committed offsets) and the next batch starts new children.
+    Each child builds its own ``Renderer`` once (``compose_child``). A job list is split
+    evenly between the children. A child that dies, or takes longer than ``TIMEOUT``,
+    fails its batch (notify reads it again from its committed offsets) and the next
+    batch starts new children.
     """
 
     def __init__(self, settings: Settings, processes: int) -> None:
-        # Only what composing needs crosses to the child: no secrets.
+        # The settings a child needs carry no passwords (its environment is still the
+        # worker's, as for any child process).
         self._settings = settings.model_copy(
             update={"smtp_password": None, "kafka_sasl_password": None}
         )
@@ -81,78 +93,58 @@ class ProcessComposer:
         self._closed = False
 
     def start(self) -> None:
+        """Start the children (the worker starts): ready for the first batch."""
+        self._closed = False
+        self._ensure()
+
+    async def compose(self, jobs: Sequence[Job]) -> list[Composed]:
+        if not jobs:
+            return []
+        pool = self._ensure()
+        share = -(-len(jobs) // self._processes)
+        parts = [list(jobs[i : i + share]) for i in range(0, len(jobs), share)]
+        futures = [asyncio.wrap_future(pool.submit(compose_child.compose_all, p)) for p in parts]
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
+        except BrokenProcessPool as exc:
+            self._drop()
+            raise ComposerUnavailableError("a process composing notices died") from exc
+        except TimeoutError as exc:
+            log.warning("composing %d notices took over %gs; new processes", len(jobs), TIMEOUT)
+            self._drop(kill=True)
+            raise ComposerUnavailableError(f"composing took over {TIMEOUT:g}s") from exc
+        return [result for part in done for result in part]
+
+    def close(self) -> None:
+        """The worker stops: a later ``compose`` raises until ``start``."""
+        self._closed = True
+        self._drop()
+
+    def _ensure(self) -> ProcessPoolExecutor:
         if self._closed:
             raise ComposerUnavailableError("the worker is stopping: no more notices composed")
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self._processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_child_start,
-                initargs=(self._settings, os.getpid()),
+                initializer=compose_child.start,
+                initargs=(self._settings,),
             )
             for _ in range(self._processes):  # start them now, not on the first batch
-                self._pool.submit(_child_ready)
+                self._pool.submit(compose_child.ready)
+        return self._pool
 
-    async def compose(self, jobs: Sequence[Job]) -> list[Composed]:
-        self.start()
-        assert self._pool is not None
-        share = -(-len(jobs) // self._processes)
-        parts = [list(jobs[i : i + share]) for i in range(0, len(jobs), share)]
-        try:
-            done = await asyncio.gather(
-                *(asyncio.wrap_future(self._pool.submit(_compose_all, part)) for part in parts)
-            )
-        except BrokenProcessPool as exc:
-            self._drop()
-            raise ComposerUnavailableError(
-                "the process composing notices died; starting a new one"
-            ) from exc
-        return [result for part in done for result in part]
-
-    def close(self) -> None:
-        """For good: the worker stops (a later ``compose`` raises)."""
-        self._closed = True
-        self._drop()
-
-    def _drop(self) -> None:
+    def _drop(self, *, kill: bool = False) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            return
+        if kill:  # a hung child would never take the shutdown
+            for child in multiprocessing.active_children():
+                child.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def composer_for(settings: Settings) -> Composer:
     if settings.compose_processes == 0:
         return InlineComposer(settings)
     return ProcessComposer(settings, settings.compose_processes)
-
-
-# -- in the child process -------------------------------------------------------------
-
-_child: tuple[Renderer, Settings] | None = None
-
-
-def _child_start(settings: Settings, parent: int) -> None:
-    global _child
-    # Ctrl-C reaches the whole process group; the worker decides when its children stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The worker's pid, from the worker: it may be gone before this child has started.
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-    _child = (Renderer(company_name=settings.company_name), settings)
-
-
-def _exit_with(parent: int) -> None:
-    """Exit once the worker is gone (killed alone: nothing else would tell this process,
-    which holds its own end of the pipe it waits on)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL)
-    os._exit(0)
-
-
-def _child_ready() -> None:
-    pass
-
-
-def _compose_all(jobs: list[Job]) -> list[Composed]:
-    assert _child is not None, "the child process was not initialized"
-    renderer, settings = _child
-    return [compose_encoded(job, renderer, settings) for job in jobs]

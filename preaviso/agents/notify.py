@@ -10,7 +10,7 @@ import mode
 from preaviso.agents import ledger
 from preaviso.agents.bulk import Batch, Handler
 from preaviso.agents.composer import Composer, composer_for
-from preaviso.compose import Composed, Job
+from preaviso.compose import Composed, ComposeError, Job
 from preaviso.schemas.records import Impact
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -21,14 +21,6 @@ log = logging.getLogger("preaviso.notify")
 
 class UnknownCustomerError(LookupError):
     """An impact names a customer the directory does not hold (yet)."""
-
-
-class ComposeError(Exception):
-    """Composing the notice failed; ``error_type`` names the exception it raised."""
-
-    def __init__(self, result: Composed) -> None:
-        super().__init__(result.reason)
-        self.error_type = result.error_type
 
 
 def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
@@ -67,19 +59,22 @@ def stages(pipe: Pipeline) -> dict[t.TopicSpec, tuple[str, Handler]]:
 
 
 def composer(pipe: Pipeline) -> Composer:
-    """Where notify composes (``PREAVISO_COMPOSE_PROCESSES``): started with the worker,
-    so its child processes are ready for the first batch, and closed when it stops."""
-    found = composer_for(pipe.settings)
+    """Where notify composes (``PREAVISO_COMPOSE_PROCESSES``), started and closed with
+    the worker. (Faust starts such services after table recovery, as the bulk loader;
+    a composer also starts its children on its first batch.)"""
+    chosen = composer_for(pipe.settings)
+    processes = pipe.settings.compose_processes
 
     class ComposerService(mode.Service):
+        """Starts the composer's children with the worker, closes them at its stop."""
+
         async def on_start(self) -> None:
-            found.start()
-            processes = pipe.settings.compose_processes
+            chosen.start()
             where = f"{processes} child process(es)" if processes else "the worker's thread"
             log.info("notices composed in %s", where)
 
         async def on_stop(self) -> None:
-            found.close()
+            chosen.close()
 
     pipe.app.service(ComposerService)
-    return found
+    return chosen

@@ -29,6 +29,7 @@ from typing import Any
 
 from preaviso.agents.outbox import Failures, as_current, backoff, failure_name, is_transient, where
 from preaviso.agents.outbox import Outbox as Outbox  # stages import it from here
+from preaviso.compose import error_name
 from preaviso.schemas.records import KEY_PREVIEW_BYTES, VALUE_PREVIEW_BYTES, DeadLetter
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
@@ -67,8 +68,7 @@ def dead_letter_for(event: Any, stage: str, exc: BaseException) -> DeadLetter:
     return DeadLetter(
         stage=stage,
         reason=_bounded(str(exc), REASON_CHARS) or type(exc).__name__,
-        # An error from another process names the exception it stands for.
-        error_type=(getattr(exc, "error_type", "") or type(exc).__name__)[:200],
+        error_type=error_name(exc)[:200],
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,

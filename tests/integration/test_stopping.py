@@ -93,13 +93,14 @@ def test_sigterm_ends_a_worker_stuck_on_an_smtp_outage_within_30_s_and_loses_not
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux only)")
-@pytest.mark.parametrize("settle", [0.0, 5.0], ids=["while-the-child-starts", "child-ready"])
+@pytest.mark.parametrize("settle", [0.0, 5.0], ids=["right-after-the-child-appears", "child-ready"])
 def test_a_worker_killed_alone_leaves_no_composing_process_behind(
     kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path, settle: float
 ) -> None:
     """Only the worker's pid is killed (an OOM kill, say), not its process group: its
-    child that composes notices sees the worker gone and exits by itself, even when
-    the worker dies before the child has finished starting."""
+    child that composes notices sees the worker gone and exits by itself, also when
+    the worker dies right after starting it (multiprocessing's resource tracker, a
+    child of the worker too, must go as well)."""
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,

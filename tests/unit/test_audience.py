@@ -176,6 +176,45 @@ def test_every_impact_of_a_fan_out_is_the_contract_it_would_be_if_built_alone() 
         assert i.reason == "owns Product X1 (SKU X1) bought on 2024-05-01, a discontinued model"
         assert i.spare_parts_until == gone.spare_parts_until
 
+    # The last of each, against the impact built and validated alone from the change.
+    alone = {
+        "policy": Impact(
+            kind=ImpactKind.POLICY_CHANGE,
+            cause_event_id=scoped.event_id,
+            source="preaviso",
+            effective_date=scoped.effective_date,
+            policy_id=scoped.policy_id,
+            policy_kind=scoped.kind,
+            title=scoped.title,
+            old_terms=scoped.old_terms,
+            new_terms=scoped.new_terms,
+            required_notice_days=scoped.required_notice_days,
+            notice_id=str(uuid.uuid5(NOTICE_NAMESPACE, f"{scoped.event_id}\x1fC2")),
+            customer_id="C2",
+            reason="the policy applies to customers in region ES-CT",
+            scope_region="ES-CT",
+        ),
+        "discontinuation": Impact(
+            kind=ImpactKind.DISCONTINUATION,
+            cause_event_id=gone.event_id,
+            source="preaviso",
+            effective_date=gone.effective_date,
+            model_name=gone.model_name,
+            last_order_date=gone.last_order_date,
+            spare_parts_until=gone.spare_parts_until,
+            replacement_offer=gone.replacement_offer,
+            notice_id=str(uuid.uuid5(NOTICE_NAMESPACE, f"{gone.event_id}\x1fC2")),
+            customer_id="C2",
+            reason="owns Product X1 (SKU X1) bought on 2024-05-01, a discontinued model",
+            products=[owned_product(owns("C2", "X1"))],
+        ),
+    }
+    chance = {"event_id", "occurred_at"}
+    assert policy[-1].model_dump(exclude=chance) == alone["policy"].model_dump(exclude=chance)
+    assert ended[-1].model_dump(exclude=chance) == alone["discontinuation"].model_dump(
+        exclude=chance
+    )
+
 
 def test_a_candidate_is_read_from_the_entry_as_the_directory_stored_it() -> None:
     entry = DirectoryEntry(partition=3, customer=customer("C7", "ES-CT"))

@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from faust.types import TP
 
 from preaviso.agents import bulk, ledger, notify
-from preaviso.agents.composer import InlineComposer
+from preaviso.agents.composer import ComposerUnavailableError, InlineComposer
 from preaviso.audience import DirectoryEntry, discontinuation_impacts, owned_product
 from preaviso.compose import Job
 from preaviso.devtools import dataset
@@ -204,3 +204,48 @@ async def test_a_batch_composes_at_most_compose_max_notices_and_the_rest_waits_i
 
 def where(record: Any) -> tuple[int, int]:
     return record.partition, record.offset
+
+
+class FailingSecondTime(InlineComposer):
+    """Composes the first batch; the second fails as if its child process died."""
+
+    calls = 0
+
+    async def compose(self, jobs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            raise ComposerUnavailableError("a process composing notices died")
+        return await super().compose(jobs)
+
+
+async def test_a_batch_that_cannot_be_composed_lets_the_batch_before_finish(
+    tables: Tables,
+) -> None:
+    """The batch before is being written while the next is composed; when composing
+    fails, that write and its commit still finish, so only the failed batch is read again."""
+    producer = GatedProducer(gated=SETTINGS.topic("notices"))
+    commits: list[dict[Any, int]] = []
+    pipe = a_pipe(tables, producer, commits)
+    owner_ids = sorted({o.customer_id for o in OWNED if o.sku == "DW400-W"})[:2]
+    for cid in owner_ids:
+        store_customer(tables, pipe.tables["customers"], 1, cid)
+    [(_, handle)] = notify.stages(pipe).values()
+    topic = SETTINGS.topic("impacts")
+    fetches = [
+        {TopicPartition(topic, 1): [Record(topic, 1, n, i.customer_id.encode(), encode(i))]}
+        for n, i in enumerate(impacts_of(set(owner_ids)))
+    ]
+
+    async def getmany(**_: Any) -> Any:
+        return fetches.pop(0) if fetches else {}
+
+    loader = bulk.BulkLoader(pipe, {t.IMPACTS: ("notify", handle)}, FailingSecondTime(SETTINGS))
+    loading = asyncio.ensure_future(loader._load(SimpleNamespace(getmany=getmany)))  # type: ignore[arg-type]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not loading.done()  # the second batch failed; the first is still being written
+    producer.opened.set()
+
+    with pytest.raises(ComposerUnavailableError):
+        await loading
+    assert commits == [{TP(topic, 1): 1}]

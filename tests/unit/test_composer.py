@@ -9,7 +9,9 @@ from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
+from preaviso.agents import composer as composer_module
 from preaviso.agents.composer import (
     ComposerUnavailableError,
     InlineComposer,
@@ -112,10 +114,30 @@ async def test_a_closed_composer_composes_nothing_more() -> None:
     assert composer._pool is None
 
 
-def test_no_secret_is_handed_to_the_child_process() -> None:
-    composer = ProcessComposer(SETTINGS, processes=1)
-    handed: Any = composer._settings
-    assert handed.smtp_password is None
+async def test_a_hung_child_is_killed_and_the_next_batch_gets_a_new_one(
+    in_child: ProcessComposer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await in_child.compose(jobs())  # the children are up
+    monkeypatch.setattr(composer_module, "TIMEOUT", 0.0)  # nothing is that fast
+
+    with pytest.raises(ComposerUnavailableError, match="took over"):
+        await in_child.compose(jobs())
+    monkeypatch.setattr(composer_module, "TIMEOUT", 60.0)
+    again = await in_child.compose(jobs())
+
+    assert sum(r.notice is not None for r in again) == len(PEOPLE)
+
+
+async def test_nothing_to_compose_needs_no_process() -> None:
+    composer = ProcessComposer(SETTINGS, processes=2)
+    assert await composer.compose([]) == []
+    assert composer._pool is None
+
+
+def test_the_settings_handed_to_the_child_carry_no_password() -> None:
+    settings = SETTINGS.model_copy(update={"kafka_sasl_password": SecretStr("kafka-secret")})
+    handed: Any = ProcessComposer(settings, processes=1)._settings
+    assert (handed.smtp_password, handed.kafka_sasl_password) == (None, None)
     assert handed.mail_from == SETTINGS.mail_from
 
 
