@@ -36,9 +36,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from preaviso.agents.composer import Composer
+from preaviso.agents.dead_letters import dead_letter_record
 from preaviso.agents.outbox import backoff, failure_name
 from preaviso.agents.produce import Send, write_all
-from preaviso.agents.stage import dead_letter_record
 from preaviso.compose import Composed, Job
 from preaviso.streams import faust_fixes, scan
 from preaviso.streams import topics as t

@@ -19,21 +19,17 @@ worker so it can stop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from preaviso.agents.dead_letters import dead_letter_record
 from preaviso.agents.outbox import Failures, as_current, backoff, failure_name, is_transient, where
 from preaviso.agents.outbox import Outbox as Outbox  # stages import it from here
-from preaviso.compose import error_name
-from preaviso.schemas.records import KEY_PREVIEW_BYTES, VALUE_PREVIEW_BYTES, DeadLetter
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import encode
 
 log = logging.getLogger("preaviso.stage")
 
@@ -41,51 +37,12 @@ Beside = Awaitable[None]
 """The rest of a record's work, to run beside the loop (a send in flight)."""
 EventHandler = Callable[[Any], Awaitable[Beside | None]]
 
-REASON_CHARS = 4000
 BATCH_MAX = 500
 """Records handled before their outputs are flushed, at the latest."""
 HELD_MAX = 5000
 """Records held unreleased before the loop waits: done ones behind a slow one, in flight."""
 LINGER = 0.05
 """Seconds the loop waits for a next record before it flushes what it holds anyway."""
-
-
-def _preview(data: bytes, limit: int) -> tuple[str, bool]:
-    return base64.b64encode(data[:limit]).decode(), len(data) > limit
-
-
-def _bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def dead_letter_for(event: Any, stage: str, exc: BaseException) -> DeadLetter:
-    """Where the record is, a bounded copy of it and the reason: always small enough to write."""
-    msg = event.message
-    key = msg.key if isinstance(msg.key, bytes) else None
-    value = msg.value if isinstance(msg.value, bytes) else b""
-    key_text, key_truncated = _preview(key, KEY_PREVIEW_BYTES) if key is not None else (None, False)
-    value_text, value_truncated = _preview(value, VALUE_PREVIEW_BYTES)
-    return DeadLetter(
-        stage=stage,
-        reason=_bounded(str(exc), REASON_CHARS) or type(exc).__name__,
-        error_type=error_name(exc)[:200],
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        key=key_text,
-        key_size=len(key) if key is not None else None,
-        key_truncated=key_truncated,
-        value=value_text,
-        value_size=len(value),
-        value_truncated=value_truncated,
-        failed_at=datetime.now(UTC),
-    )
-
-
-def dead_letter_record(event: Any, stage: str, exc: BaseException) -> tuple[bytes | None, bytes]:
-    """A dead letter's key and value: the record's own key, unless too long to keep whole."""
-    letter = dead_letter_for(event, stage, exc)
-    return (event.message.key if not letter.key_truncated else None), encode(letter)
 
 
 class _End:

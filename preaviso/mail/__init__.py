@@ -13,14 +13,9 @@ from preaviso.mail.errors import (
     SmtpUnreachableError,
     TransportError,
 )
+from preaviso.mail.memory import MemoryTransport, SentMessage
 from preaviso.mail.message import build_message, make_message_id, parse_mailbox, sender_address
-from preaviso.mail.transport import (
-    MemoryTransport,
-    SentMessage,
-    SmtpReply,
-    SmtpTransport,
-    Transport,
-)
+from preaviso.mail.transport import SmtpReply, SmtpTransport, Transport
 
 __all__ = [
     "HeaderInjectionError",

@@ -1,4 +1,4 @@
-"""Send prebuilt message bytes: a pooled SMTP transport, and an in-memory one for tests.
+"""Send prebuilt message bytes over a pooled SMTP transport (``memory.py``: one for tests).
 
 Opening an SMTP connection (TCP, greeting, EHLO, maybe TLS and AUTH) costs far more than
 one mail transaction on an open one, so ``SmtpTransport`` keeps a small pool of
@@ -33,7 +33,7 @@ from preaviso.settings import SmtpTls
 if TYPE_CHECKING:
     from preaviso.settings import Settings
 
-__all__ = ["MemoryTransport", "SentMessage", "SmtpReply", "SmtpTransport", "Transport"]
+__all__ = ["ClosingContext", "SmtpReply", "SmtpTransport", "Transport", "check_envelope"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class Transport(Protocol):
     ) -> None: ...
 
 
-class _ClosingContext:
+class ClosingContext:
     async def aclose(self) -> None:
         raise NotImplementedError
 
@@ -85,7 +85,7 @@ class _ClosingContext:
         await self.aclose()
 
 
-def _check_envelope(sender: str, recipients: Sequence[str]) -> list[str]:
+def check_envelope(sender: str, recipients: Sequence[str]) -> list[str]:
     # Checked here too: an address with CR/LF would otherwise inject SMTP commands.
     if isinstance(recipients, str):
         raise TypeError("recipients must be a sequence of addresses, not one string")
@@ -100,7 +100,7 @@ def _check_envelope(sender: str, recipients: Sequence[str]) -> list[str]:
     return rcpts
 
 
-class SmtpTransport(_ClosingContext):
+class SmtpTransport(ClosingContext):
     """Up to ``connections`` SMTP connections, opened lazily and reused across sends.
 
     A connection the server closed while idle is replaced transparently; one that breaks
@@ -168,7 +168,7 @@ class SmtpTransport(_ClosingContext):
         (with several recipients, after it may have taken the mail for the others),
         ``SmtpUnreachableError``, ``SmtpTimeoutError`` or ``SmtpAuthenticationError``.
         """
-        rcpts = _check_envelope(sender, recipients)
+        rcpts = check_envelope(sender, recipients)
         client = await self._acquire()
         try:
             return await self._send_on(client, sender, rcpts, message)
@@ -321,87 +321,3 @@ class SmtpTransport(_ClosingContext):
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.quit(timeout=min(self.timeout, 5.0))
         client.close()
-
-
-@dataclass(frozen=True, slots=True)
-class SentMessage:
-    """One message ``MemoryTransport`` accepted."""
-
-    sender: str
-    recipients: tuple[str, ...]
-    message: bytes
-
-
-@dataclass(slots=True)
-class _Failure:
-    code: int
-    reply: str
-    times: int | None
-
-
-class MemoryTransport(_ClosingContext):
-    """Keeps what it is sent in ``sent``; ``fail()`` makes it refuse chosen recipients.
-
-    For tests of the stages that send: no server, same exceptions as ``SmtpTransport``.
-    A message with any refused recipient is refused whole (nothing is recorded).
-    """
-
-    def __init__(self) -> None:
-        self.sent: list[SentMessage] = []
-        self.unreachable = False
-        """Set to make ``send`` and ``check`` raise ``SmtpUnreachableError``."""
-        self.closed = False
-        self._failures: dict[str, _Failure] = {}
-
-    def fail(
-        self,
-        recipient: str,
-        code: int = 550,
-        reply: str = "5.1.1 Mailbox unavailable",
-        *,
-        times: int | None = None,
-    ) -> None:
-        """Refuse ``recipient`` with ``code``; only the next ``times`` sends, if given.
-
-        ``times`` lets a test model a passing 4xx: refused once, accepted on retry.
-        """
-        if not 400 <= code < 600:
-            raise ValueError(f"a refusal needs a 4xx or 5xx code, not {code}")
-        if times is not None and times < 1:
-            raise ValueError("times must be at least 1")
-        self._failures[recipient.lower()] = _Failure(code, reply, times)
-
-    def recover(self, recipient: str | None = None) -> None:
-        """Stop refusing ``recipient`` (all recipients if ``None``)."""
-        if recipient is None:
-            self._failures.clear()
-        else:
-            self._failures.pop(recipient.lower(), None)
-
-    async def send(self, sender: str, recipients: Sequence[str], message: bytes) -> SmtpReply:
-        rcpts = _check_envelope(sender, recipients)
-        await asyncio.sleep(0)  # a real send yields to the loop; so do we
-        if self.closed:
-            raise TransportError("the memory transport is closed")
-        if self.unreachable:
-            raise SmtpUnreachableError("memory", 0, "the test made it unreachable")
-        for recipient in rcpts:
-            failure = self._failures.get(recipient.lower())
-            if failure is None:
-                continue
-            if failure.times is not None:
-                failure.times -= 1
-                if failure.times == 0:
-                    del self._failures[recipient.lower()]
-            raise SmtpReplyError.from_reply(
-                failure.code, failure.reply, command="RCPT", recipient=recipient
-            )
-        self.sent.append(SentMessage(sender, tuple(rcpts), message))
-        return SmtpReply(250, f"2.0.0 Ok: queued as {len(self.sent)}")
-
-    async def check(self) -> None:
-        if self.unreachable:
-            raise SmtpUnreachableError("memory", 0, "the test made it unreachable")
-
-    async def aclose(self) -> None:
-        self.closed = True

@@ -15,9 +15,10 @@ from aiokafka import errors as kafka_errors
 from preaviso.agents import outbox as outbox_module
 from preaviso.agents import stage
 from preaviso.agents.audience import UnsupportedChangeError
+from preaviso.agents.dead_letters import dead_letter_for
 from preaviso.agents.directory import KeyMismatchError
 from preaviso.agents.notify import UnknownCustomerError
-from preaviso.agents.stage import Outbox, StageLoop, backoff, dead_letter_for, is_transient
+from preaviso.agents.stage import Outbox, StageLoop, backoff, is_transient
 from preaviso.schemas.records import DeadLetter
 from preaviso.settings import Settings
 from preaviso.streams import topics as t

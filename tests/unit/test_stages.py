@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from preaviso.agents import deliver
+from preaviso.agents.dead_letters import dead_letter_for
 from preaviso.agents.deliver import send_notice
-from preaviso.agents.stage import dead_letter_for
 from preaviso.audience import discontinuation_impacts, owned_product
 from preaviso.compose import compose_notice
 from preaviso.devtools import dataset
