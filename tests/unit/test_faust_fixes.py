@@ -12,7 +12,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from aiokafka import TopicPartition as AioTopicPartition
+from aiokafka.consumer.subscription_state import Assignment
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from preaviso.settings import Settings
@@ -261,3 +265,46 @@ async def test_records_of_a_partition_paused_during_the_fetch_are_put_back(
 
     assert kept == {active: fetched[active]}
     assert sought == [(paused, 85)]  # fetched again from there once it is resumed
+
+
+def livelock_check_on(state_of: Any) -> Any:
+    """What Faust's livelock check reads of its consumer thread, around one partition."""
+    consumer = SimpleNamespace(
+        _fetcher=SimpleNamespace(
+            _subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=state_of))
+        ),
+        app=SimpleNamespace(monitor=object(), topics=SimpleNamespace(acks_enabled_for=bool)),
+    )
+    return SimpleNamespace(
+        _ensure_consumer=lambda: consumer,
+        _verify_aiokafka_event_path=lambda now, tp: False,  # fetches were sent lately
+        consumer=consumer,
+        time_started=0.0,
+    )
+
+
+async def test_the_livelock_check_skips_a_partition_that_has_no_position_yet(
+    monkeypatch: Any,
+) -> None:
+    """Right after a rebalance a partition can be fetched for before it has a position:
+    Faust's check then read it and aiokafka's assertion crashed the worker."""
+    notices = AioTopicPartition("x.notices", 0)
+    assignment = Assignment({notices})
+    state = assignment.state_value(notices)
+    state.highwater, state.timestamp = 10, 1_000  # fetched, but never sought
+    thread = livelock_check_on(assignment)
+    faust_own = faust_fixes._ORIGINAL[AIOKafkaConsumerThread, "verify_event_path"]
+
+    with pytest.raises(AssertionError):
+        faust_own(thread, 5.0, TP("x.notices", 0))
+    assert faust_fixes.verify_event_path(thread, 5.0, TP("x.notices", 0)) is None
+
+    checked: list[Any] = []
+    monkeypatch.setitem(
+        faust_fixes._ORIGINAL,
+        (AIOKafkaConsumerThread, "verify_event_path"),
+        lambda self, now, tp: checked.append(tp),
+    )
+    state.seek(7)  # a position: Faust's check goes on as before
+    faust_fixes.verify_event_path(thread, 5.0, TP("x.notices", 0))
+    assert checked == [TP("x.notices", 0)]
