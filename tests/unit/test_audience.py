@@ -39,7 +39,7 @@ def customer(cid: str, region: str = "ES-MD", **kw: object) -> CustomerUpserted:
 
 
 def candidate(partition: int, cid: str, region: str) -> Candidate:
-    return Candidate.of(DirectoryEntry(partition=partition, customer=customer(cid, region)))
+    return Candidate(cid, region, partition)
 
 
 def read(records: Iterable[ImpactRecord]) -> list[Impact]:
