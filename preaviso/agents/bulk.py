@@ -30,12 +30,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from preaviso.agents.composer import Composer
 from preaviso.agents.dead_letters import dead_letter_record
 from preaviso.agents.outbox import backoff, failure_name
 from preaviso.agents.produce import Send, write_all
@@ -44,6 +43,9 @@ from preaviso.streams import faust_fixes, scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.kafka import client_options
+
+if TYPE_CHECKING:  # composer.py imports SLICE from here
+    from preaviso.agents.composer import Composer
 
 log = logging.getLogger("preaviso.bulk")
 

@@ -20,15 +20,13 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
 from preaviso import compose_child
+from preaviso.agents.bulk import SLICE
 from preaviso.compose import Composed, Job, compose_encoded
 from preaviso.render import Renderer
 from preaviso.settings import Settings
 
 log = logging.getLogger("preaviso.composer")
 
-SLICE = 0.005
-"""Seconds the inline composer renders before it lets the event loop run other work
-(deliver's sends), as the bulk loop does (``bulk.SLICE``)."""
 TIMEOUT = 60.0
 """Seconds a batch may take in a child (it takes ~25 ms) before the child is taken for
 hung: it is killed, and the batch read again with a new one."""
@@ -50,7 +48,8 @@ class Composer(Protocol):
 
 
 class InlineComposer:
-    """Composes in the calling thread: for one core, and for tests."""
+    """Composes in the calling thread: for one core, and for tests. It lets the event
+    loop run other work (deliver's sends) every ``bulk.SLICE``, as the bulk loop does."""
 
     def __init__(self, settings: Settings) -> None:
         self._renderer = Renderer(company_name=settings.company_name)
