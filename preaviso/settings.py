@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     smtp_timeout: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds for one SMTP command."
     )
+    smtp_pipelining: bool = Field(
+        True,
+        description="Send MAIL, RCPT and DATA together when the server offers PIPELINING "
+        "(RFC 2920): two round trips a mail instead of four.",
+    )
     smtp_retry_max_age: Annotated[float, Field(gt=0)] = Field(
         86400.0,
         description="Seconds a notice refused with 4xx is retried, from its first refusal; "

@@ -82,8 +82,10 @@ class FaultyWriter(EmlWriter):
         refusals: Sequence[Refusal] = (),
         drop_after_data: int = 0,
         lose_after_data: int = 0,
+        *,
+        pipelining: bool = True,
     ) -> None:
-        super().__init__(out_dir)
+        super().__init__(out_dir, pipelining=pipelining)
         self.refusals = {r.address: r for r in refusals}
         self.drops_left = drop_after_data
         self.losses_left = lose_after_data
@@ -167,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    handler = FaultyWriter(args.out, args.refuse, args.drop_after_data, args.lose_after_data)
+    handler = FaultyWriter(
+        args.out, args.refuse, args.drop_after_data, args.lose_after_data,
+        pipelining=args.pipelining,
+    )  # fmt: skip
     try:
         asyncio.run(
             serve(
@@ -197,8 +202,9 @@ class FaultySmtpProcess(CatcherProcess):
         lose_after_data: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        pipelining: bool = True,
     ) -> None:
-        super().__init__(out_dir, host=host, port=port)
+        super().__init__(out_dir, host=host, port=port, pipelining=pipelining)
         self.refusals = tuple(refusals)
         self.drop_after_data = drop_after_data
         self.lose_after_data = lose_after_data

@@ -8,27 +8,41 @@ only (``mail/message.py``), so those passes change nothing but the dots.
 ``Client.send_canonical`` runs the same transaction with aiosmtplib's own MAIL, RCPT
 and command methods, and writes DATA dot-stuffed by one ``bytes.replace``. A message
 that is not canonical goes through ``sendmail`` as before.
+
+When the server offers PIPELINING (RFC 2920; Postfix, Exim, Gmail and the big relays
+do), MAIL, RCPT and DATA go out in one write and their replies are read together: two
+round trips a mail instead of four. aiosmtplib reads one reply per command and drops
+bytes that come after it, so while a group's replies come back a small protocol of our
+own (``_Replies``) stands in for aiosmtplib's on the transport (``set_protocol``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
     SMTPDataError,
     SMTPHeloError,
+    SMTPReadTimeoutError,
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponse,
     SMTPResponseException,
+    SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPStatus,
     SMTPTimeoutError,
 )
+from aiosmtplib.email import quote_address
 
 __all__ = ["Client", "canonical", "dot_stuffed"]
+
+REPLY_MAX = 64 * 1024
+"""Bytes of replies to one pipelined group at most; more is not an SMTP server talking."""
 
 
 def canonical(message: bytes) -> bool:
@@ -47,7 +61,11 @@ def dot_stuffed(message: bytes) -> bytes:
 
 
 class Client(aiosmtplib.SMTP):
-    """``aiosmtplib.SMTP`` plus ``send_canonical``."""
+    """``aiosmtplib.SMTP`` plus ``send_canonical``; ``pipelining=False`` never pipelines."""
+
+    def __init__(self, *args: Any, pipelining: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipelining = pipelining
 
     async def send_canonical(
         self, sender: str, recipients: Sequence[str], message: bytes
@@ -58,6 +76,8 @@ class Client(aiosmtplib.SMTP):
             message += b"\r\n"  # DATA ends with a line break, as sendmail makes sure
         await self._greeted()  # the SIZE extension is known only after EHLO
         options = [f"size={len(message)}"] if self.supports_extension("size") else []
+        if self.pipelining and self.supports_extension("pipelining"):
+            return await self._pipelined(sender, recipients, message, options)
         try:
             await self.mail(sender, options=options)
             refused: list[SMTPRecipientRefused] = []
@@ -89,6 +109,10 @@ class Client(aiosmtplib.SMTP):
         start = await self.execute_command(b"DATA")
         if start.code != SMTPStatus.start_input:
             raise SMTPDataError(start.code, start.message)
+        return await self._end_data(message)
+
+    async def _end_data(self, message: bytes) -> SMTPResponse:
+        """After the server's 354: the message, dot-stuffed, and the dot that ends it."""
         protocol = self.protocol
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
@@ -103,3 +127,127 @@ class Client(aiosmtplib.SMTP):
         if reply.code != SMTPStatus.completed:
             raise SMTPDataError(reply.code, reply.message)
         return reply
+
+    async def _pipelined(
+        self, sender: str, recipients: Sequence[str], message: bytes, options: list[str]
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """``send_canonical`` with MAIL, every RCPT and DATA in one write (RFC 2920)."""
+        mail = b" ".join([b"MAIL FROM:" + quote_address(sender).encode("ascii")] + [
+            o.encode("ascii") for o in options
+        ])  # fmt: skip
+        rcpts = [b"RCPT TO:" + quote_address(r).encode("ascii") for r in recipients]
+        replies = await self._group([mail, *rcpts, b"DATA"])
+        mailed, accepted, started = replies[0], replies[1:-1], replies[-1]
+        refused = [
+            SMTPRecipientRefused(reply.code, reply.message, recipient)
+            for recipient, reply in zip(recipients, accepted, strict=True)
+            if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward)
+        ]
+        try:
+            if started.code == SMTPStatus.start_input and (
+                mailed.code != SMTPStatus.completed or len(refused) == len(recipients)
+            ):  # DATA taken with nothing to send: end it empty (RFC 2920 3.1)
+                with suppress(SMTPDataError):
+                    await self._end_data(b"")
+            if mailed.code != SMTPStatus.completed:
+                raise SMTPSenderRefused(mailed.code, mailed.message, sender)
+            if len(refused) == len(recipients):
+                raise SMTPRecipientsRefused(refused)
+            if started.code != SMTPStatus.start_input:
+                raise SMTPDataError(started.code, started.message)
+            reply = await self._end_data(message)
+        except (SMTPResponseException, SMTPRecipientsRefused):
+            with suppress(ConnectionError, SMTPResponseException):
+                await self.rset()
+            raise
+        return {e.recipient: SMTPResponse(e.code, e.message) for e in refused}, reply.message
+
+    async def _group(self, commands: list[bytes]) -> list[SMTPResponse]:
+        """Write ``commands`` at once; their replies, in order."""
+        protocol = self.protocol
+        # Not isinstance(asyncio.Transport): uvloop's transports do not derive from it.
+        transport: Any = protocol.transport if protocol is not None else None
+        if transport is None or transport.is_closing():
+            raise SMTPServerDisconnected("Connection lost")
+        replies = _Replies(protocol, len(commands))
+        transport.set_protocol(replies)
+        try:
+            transport.write(b"\r\n".join(commands) + b"\r\n")
+            await asyncio.wait_for(replies.done, self.timeout)
+        except TimeoutError as exc:
+            self.close()
+            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+        except SMTPServerDisconnected:
+            self.close()
+            raise
+        finally:
+            if transport.get_protocol() is replies:
+                transport.set_protocol(protocol)
+        return replies.replies
+
+
+class _Replies(asyncio.Protocol):
+    """On the transport while a pipelined group's replies come back, then gone again.
+
+    Collects ``expected`` replies; everything else a protocol hears (the connection
+    lost, flow control) goes on to aiosmtplib's, so its state stays right.
+    """
+
+    def __init__(self, inner: Any, expected: int) -> None:
+        self._inner = inner
+        self._expected = expected
+        self._buffer = bytearray()
+        self.replies: list[SMTPResponse] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            while len(self.replies) < self._expected:
+                reply = _reply(self._buffer)
+                if reply is None:
+                    if len(self._buffer) > REPLY_MAX:
+                        raise SMTPResponseException(SMTPStatus.invalid_response, "Reply too long")
+                    return
+                self.replies.append(reply)
+        except SMTPResponseException as exc:
+            self._fail(exc)
+            return
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self._fail(SMTPServerDisconnected("Unexpected EOF received"))
+        result: bool | None = self._inner.eof_received()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(SMTPServerDisconnected("Connection lost"))
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+def _reply(buffer: bytearray) -> SMTPResponse | None:
+    """Take one complete reply (``250-...`` lines, then ``250 ...``) off ``buffer``."""
+    lines: list[bytes] = []
+    start = 0
+    while (end := buffer.find(b"\n", start)) >= 0:
+        line = bytes(buffer[start : end + 1])
+        start = end + 1
+        if not line[:3].isdigit():
+            raise SMTPResponseException(SMTPStatus.invalid_response, "Malformed SMTP response line")
+        lines.append(line[4:].strip(b" \t\r\n"))
+        if line[3:4] != b"-":
+            del buffer[:start]
+            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+            return SMTPResponse(int(line[:3]), text)
+    return None

@@ -121,6 +121,7 @@ class SmtpTransport(ClosingContext):
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
         local_hostname: str | None = None,
+        pipelining: bool = True,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
@@ -134,6 +135,7 @@ class SmtpTransport(ClosingContext):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.local_hostname = local_hostname
+        self.pipelining = pipelining
         self.opened = 0
         """Connections opened so far: a sign of pool health (it should stay small)."""
         self._closed = False
@@ -156,6 +158,7 @@ class SmtpTransport(ClosingContext):
             connections=settings.smtp_connections,
             timeout=settings.smtp_timeout,
             connect_timeout=settings.connect_timeout,
+            pipelining=settings.smtp_pipelining,
         )
 
     def __repr__(self) -> str:
@@ -212,6 +215,7 @@ class SmtpTransport(ClosingContext):
             use_tls=self.tls is SmtpTls.TLS,
             start_tls=self.tls is SmtpTls.STARTTLS,
             validate_certs=self.verify_tls,
+            pipelining=self.pipelining,
         )
 
     async def _acquire(self) -> Client:

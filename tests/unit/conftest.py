@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.unit.smtp_servers import Server, start_server
 from tests.unit.stores import STORES, Tables
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """asyncio's loop; and uvloop too for a test marked ``both_loops`` (the worker runs on
+    uvloop, whose transports are not ``asyncio.Transport`` instances)."""
+    factories: dict[str, Callable[[], Any]] = {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("both_loops") is not None:
+        try:
+            import uvloop
+        except ImportError:  # Windows: the worker runs on asyncio's loop there
+            return factories
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
 
 
 @pytest.fixture(params=STORES)
@@ -17,10 +34,11 @@ def tables(request: pytest.FixtureRequest, tmp_path: Path) -> Tables:
     return Tables(request.param, tmp_path)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    """An in-test SMTP server (aiosmtpd) that records what it gets."""
-    handler = Server()
+@pytest.fixture(params=[False, True], ids=["one-command-at-a-time", "pipelining"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    """An in-test SMTP server (aiosmtpd) that records what it gets; every test that uses
+    it runs once against a server without PIPELINING and once with it."""
+    handler = Server(pipelining=request.param)
     listener = await start_server(handler)
     yield handler
     listener.close()

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX
 
-from preaviso.mail import SmtpPermanentError
+from preaviso.mail import SmtpPermanentError, SmtpTimeoutError, SmtpTransport, SmtpUnreachableError
 from preaviso.mail.smtp_client import Client, canonical, dot_stuffed
-from tests.unit.smtp_servers import MESSAGE, SENDER, Server, start_server, transport_for
+from tests.unit.smtp_servers import (
+    MESSAGE,
+    SENDER,
+    RawServer,
+    Server,
+    start_raw_server,
+    start_server,
+    transport_for,
+)
+
+pytestmark = pytest.mark.both_loops
 
 
 @pytest.mark.parametrize(
@@ -83,3 +94,90 @@ async def test_mail_from_declares_the_exact_size(limit: int, taken: bool) -> Non
     finally:
         listening.close()
     assert handler.messages == ([PLAIN] if taken else [])
+
+
+# -- PIPELINING (RFC 2920) ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawServer]:
+    handler = RawServer()
+    listener = await start_raw_server(handler)
+    yield handler
+    listener.close()
+
+
+def raw_transport(server: RawServer, **options: Any) -> SmtpTransport:
+    return SmtpTransport(host="127.0.0.1", port=server.port, timeout=2, **options)
+
+
+async def test_a_server_offering_pipelining_gets_mail_rcpt_and_data_in_one_write(
+    raw: RawServer,
+) -> None:
+    raw.strict = True  # answers nothing until the whole group is there
+    async with raw_transport(raw) as transport:
+        for _ in range(3):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert raw.command_reads()[1:] == [[b"MAIL", b"RCPT", b"DATA"]] * 3 + [[b"QUIT"]]
+    assert raw.messages == [dot_stuffed(MESSAGE) + b".\r\n"] * 3
+
+
+async def test_a_server_not_offering_it_gets_one_command_at_a_time(raw: RawServer) -> None:
+    raw.offer_pipelining = False
+    async with raw_transport(raw) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert raw.command_reads()[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
+
+
+async def test_pipelining_turned_off_sends_one_command_at_a_time(raw: RawServer) -> None:
+    async with raw_transport(raw, pipelining=False) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert raw.command_reads()[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
+
+
+async def test_replies_split_anywhere_and_on_several_lines_are_read_whole(
+    raw: RawServer,
+) -> None:
+    raw.byte_by_byte = True
+    raw.rcpt_reply = b"250-2.1.5 first line\r\n250 2.1.5 Ok\r\n"
+    async with raw_transport(raw) as transport:
+        reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        again = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert (reply.code, again.code) == (250, 250)
+    assert len(raw.messages) == 2
+
+
+async def test_data_taken_although_no_recipient_was_ends_empty_and_the_refusal_is_raised(
+    raw: RawServer,
+) -> None:
+    raw.rcpt_reply = b"550 5.1.1 No such user\r\n"  # and DATA still gets 354
+    async with raw_transport(raw) as transport:
+        with pytest.raises(SmtpPermanentError) as refused:
+            await transport.send(SENDER, ["gone@example.com"], MESSAGE)
+        raw.rcpt_reply = b"250 2.1.5 Ok\r\n"
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)  # the same connection
+
+    assert (refused.value.code, refused.value.command) == (550, "RCPT")
+    assert raw.messages == [dot_stuffed(MESSAGE) + b".\r\n"]  # only the second mail
+    assert [b"RSET"] in raw.command_reads()
+
+
+async def test_a_group_never_answered_times_out(raw: RawServer) -> None:
+    raw.silent = True
+    async with raw_transport(raw) as transport:
+        transport.timeout = 0.3
+        with pytest.raises(SmtpTimeoutError):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+
+async def test_a_connection_closed_before_the_replies_is_a_server_fault(raw: RawServer) -> None:
+    raw.drop_on_group = True
+    async with raw_transport(raw) as transport:
+        with pytest.raises(SmtpUnreachableError, match="closed during the mail transaction"):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert raw.messages == []

@@ -25,7 +25,15 @@ from preaviso.mail import (
     TransportError,
 )
 from preaviso.settings import Settings, SmtpTls
-from tests.unit.smtp_servers import MESSAGE, SENDER, Server, start_server, transport_for
+from tests.unit.smtp_servers import (
+    MESSAGE,
+    SENDER,
+    Server,
+    start_server,
+    transport_for,
+)
+
+pytestmark = pytest.mark.both_loops
 
 # -- MemoryTransport ---------------------------------------------------------------------
 
