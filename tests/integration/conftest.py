@@ -36,8 +36,10 @@ class Stack:
 
 
 @pytest.fixture
-def catcher(tmp_path: Path) -> Iterator[CatcherProcess]:
-    with CatcherProcess(tmp_path / "mail") as proc:
+def catcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CatcherProcess]:
+    """The mail catcher; it offers PIPELINING unless a test passes False (indirect)."""
+    pipelining: bool = getattr(request, "param", True)
+    with CatcherProcess(tmp_path / "mail", pipelining=pipelining) as proc:
         yield proc
 
 

@@ -58,6 +58,9 @@ def emails_of(ids: set[str]) -> list[str]:
     return sorted(str(BY_ID[i].email) for i in ids)
 
 
+@pytest.mark.parametrize(
+    "catcher", [True, False], indirect=True, ids=["pipelining", "one-command-at-a-time"]
+)
 def test_a_discontinuation_reaches_exactly_the_owners(stack: Stack) -> None:
     stack.start_worker()
     publish_directory(stack)
