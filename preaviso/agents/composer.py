@@ -14,9 +14,10 @@ import asyncio
 import logging
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from typing import Protocol
 
 from preaviso import compose_child
@@ -30,6 +31,15 @@ log = logging.getLogger("preaviso.composer")
 TIMEOUT = 60.0
 """Seconds a batch may take in a child (it takes ~25 ms) before the child is taken for
 hung: it is killed, and the batch read again with a new one."""
+
+
+KILLED = "ChildProcessError"
+"""The error type a notice's dead letter names when composing it killed the composing
+process, alone, twice."""
+
+
+class _ChildDied(Exception):
+    """A child process died while it composed a batch."""
 
 
 class ComposerUnavailableError(RuntimeError):
@@ -76,18 +86,30 @@ class ProcessComposer:
     """Composes in ``processes`` child processes, started fresh (spawn: the worker has threads).
 
     Each child builds its own ``Renderer`` once (``compose_child``). A job list is split
-    evenly between the children. A child that dies, or takes longer than ``TIMEOUT``,
-    fails its batch (notify reads it again from its committed offsets) and the next
-    batch starts new children.
+    evenly between the children. When a child dies, the batch is composed again by new
+    children, in halves, and the halves that kill one again in halves, down to single
+    notices: a notice that kills a child alone, twice, comes back as an error (``KILLED``)
+    for notify to dead-letter, and the rest of its batch is composed. Without that, such
+    a notice would fail its batch, and every later batch of its partition, forever. A
+    child that takes longer than ``TIMEOUT`` is killed and fails its batch (notify reads
+    it again from its committed offsets): a slow machine must not dead-letter notices.
+    ``work`` is what a child runs on a list of jobs (tests pass one that misbehaves).
     """
 
-    def __init__(self, settings: Settings, processes: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        processes: int,
+        *,
+        work: Callable[[list[Job]], list[Composed]] = compose_child.compose_all,
+    ) -> None:
         # The settings a child needs carry no passwords (its environment is still the
         # worker's, as for any child process).
         self._settings = settings.model_copy(
             update={"smtp_password": None, "kafka_sasl_password": None}
         )
         self._processes = processes
+        self._work = work
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
 
@@ -99,15 +121,43 @@ class ProcessComposer:
     async def compose(self, jobs: Sequence[Job]) -> list[Composed]:
         if not jobs:
             return []
+        try:
+            return await self._compose(jobs)
+        except _ChildDied:
+            log.warning(
+                "a process composing %d notices died; composing them again, in parts", len(jobs)
+            )
+        return await self._isolate(jobs)
+
+    async def _isolate(self, jobs: Sequence[Job]) -> list[Composed]:
+        """Compose ``jobs``, on which a child just died: in halves, down to the notice (if
+        any) that kills a child by itself; that one is tried alone once more (a child may
+        also die of something else, an operator's kill or the OOM killer)."""
+        if len(jobs) == 1:
+            with suppress(_ChildDied):
+                return await self._compose(jobs)
+            log.warning("a notice killed the process composing it, twice: dead-lettered")
+            reason = "composing this notice killed the composing process, twice"
+            return [Composed(None, KILLED, reason)]
+        results: list[Composed] = []
+        half = len(jobs) // 2
+        for part in (jobs[:half], jobs[half:]):
+            try:
+                results += await self._compose(part)
+            except _ChildDied:
+                results += await self._isolate(part)
+        return results
+
+    async def _compose(self, jobs: Sequence[Job]) -> list[Composed]:
         pool = self._ensure()
         share = -(-len(jobs) // self._processes)
         parts = [list(jobs[i : i + share]) for i in range(0, len(jobs), share)]
-        futures = [asyncio.wrap_future(pool.submit(compose_child.compose_all, p)) for p in parts]
+        futures = [asyncio.wrap_future(pool.submit(self._work, p)) for p in parts]
         try:
             done = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
         except BrokenProcessPool as exc:
             self._drop()
-            raise ComposerUnavailableError("a process composing notices died") from exc
+            raise _ChildDied from exc
         except TimeoutError as exc:
             log.warning("composing %d notices took over %gs; new processes", len(jobs), TIMEOUT)
             self._drop(kill=True)

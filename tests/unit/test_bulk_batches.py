@@ -13,7 +13,12 @@ from aiokafka import TopicPartition
 from faust.types import TP
 
 from preaviso.agents import bulk, ledger, notify
-from preaviso.agents.composer import ComposerUnavailableError, InlineComposer
+from preaviso.agents.composer import (
+    KILLED,
+    ComposerUnavailableError,
+    InlineComposer,
+    ProcessComposer,
+)
 from preaviso.audience import DirectoryEntry, discontinuation_impacts, owned_product
 from preaviso.compose import Job
 from preaviso.devtools import dataset
@@ -22,6 +27,7 @@ from preaviso.settings import Settings
 from preaviso.streams import keys, scan
 from preaviso.streams import topics as t
 from preaviso.streams.codecs import decode, encode
+from tests.unit.composer_faults import MARK, compose_or_die
 from tests.unit.producers import GatedProducer
 from tests.unit.stores import Tables
 
@@ -134,6 +140,42 @@ async def test_notify_issues_each_impact_of_a_fetch_once_and_names_an_unknown_cu
     assert (sent_to, key) == (SETTINGS.topic("notices"), known.encode())
     assert (notice.notice_id, notice.recipient) == (first.notice_id, str(customer.email))
     assert f"<{first.notice_id}@notices.example.com>" in notice.mime
+
+
+async def test_a_notice_whose_composing_kills_the_child_is_dead_lettered_and_the_rest_sent(
+    tables: Tables,
+) -> None:
+    pipe = a_pipe(tables, None, [])
+    impacts = impacts_of({o.customer_id for o in OWNED if o.sku == "DW400-W"})[:3]
+    deadly = impacts[1].model_copy(update={"model_name": MARK.decode()})
+    [(_, handle)] = notify.stages(pipe).values()
+    batch = bulk.Batch(pipe)
+    for offset, impact in enumerate([impacts[0], deadly, impacts[2]]):
+        store_customer(tables, pipe.tables["customers"], 0, impact.customer_id)
+        handle(
+            Record(
+                SETTINGS.topic("impacts"), 0, offset, impact.customer_id.encode(), encode(impact)
+            ),
+            batch,
+        )
+    composer = ProcessComposer(SETTINGS, processes=1, work=compose_or_die)
+    try:
+        await bulk.BulkLoader(pipe, {}, composer)._compose(batch)
+    finally:
+        composer.close()
+
+    [first, letter, last] = [
+        (topic, decode(Notice if "notices" in topic else DeadLetter, value))
+        for topic, _, value, _ in batch.sends
+    ]
+    assert [first[0], letter[0], last[0]] == [
+        SETTINGS.topic(t) for t in ("notices", "dead-letters", "notices")
+    ]
+    assert (letter[1].error_type, letter[1].offset) == (KILLED, 1)
+    assert (first[1].notice_id, last[1].notice_id) == (impacts[0].notice_id, impacts[2].notice_id)
+    issued = batch.table("issued", 0)
+    assert not ledger.contains(issued, deadly.customer_id.encode(), deadly.notice_id)
+    assert ledger.contains(issued, impacts[0].customer_id.encode(), impacts[0].notice_id)
 
 
 async def test_a_notice_that_cannot_be_composed_is_dead_lettered_without_its_issued_mark(

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from preaviso.agents import composer as composer_module
 from preaviso.agents.composer import (
+    KILLED,
     ComposerUnavailableError,
     InlineComposer,
     ProcessComposer,
@@ -25,6 +26,7 @@ from preaviso.mail.smtp_client import canonical
 from preaviso.schemas.records import Notice
 from preaviso.settings import Settings
 from preaviso.streams.codecs import decode, encode
+from tests.unit.composer_faults import POISON, compose_or_die
 
 SETTINGS = Settings(
     message_id_domain="notices.example.com",
@@ -89,7 +91,7 @@ async def test_a_job_that_fails_comes_back_as_its_error_and_the_others_still_com
     assert all(r.notice is not None for r in results[:2] + results[3:])
 
 
-async def test_a_dead_child_fails_its_batch_and_the_next_batch_gets_a_new_one(
+async def test_a_child_killed_between_batches_is_replaced_and_nothing_is_lost(
     in_child: ProcessComposer,
 ) -> None:
     await in_child.compose(jobs())  # the children are up
@@ -97,11 +99,34 @@ async def test_a_dead_child_fails_its_batch_and_the_next_batch_gets_a_new_one(
     for pid in list(pool._processes):
         os.kill(pid, signal.SIGKILL)
 
-    with pytest.raises(ComposerUnavailableError, match="died"):
-        await in_child.compose(jobs())
     again = await in_child.compose(jobs())
 
+    assert in_child._pool is not pool
+    assert [r.error_type for r in again] == [r.error_type for r in await in_child.compose(jobs())]
     assert sum(r.notice is not None for r in again) == len(PEOPLE)
+
+
+async def test_a_notice_that_kills_its_child_is_an_error_and_the_rest_of_the_batch_composes() -> (
+    None
+):
+    composer = ProcessComposer(SETTINGS, processes=2, work=compose_or_die)
+    composer.start()
+    try:
+        batch = jobs()
+        batch.insert(4, Job(POISON, batch[0].entry))
+        results = await composer.compose(batch)
+        after = await composer.compose(jobs())  # the next batch: children as usual
+    finally:
+        composer.close()
+
+    reference = await InlineComposer(SETTINGS).compose(jobs())  # composed without a child
+    killed = results.pop(4)
+    assert (killed.notice, killed.error_type) == (None, KILLED)
+    assert "killed the composing process" in killed.reason
+    for result in (results, after):
+        assert [without_date(r) if r.notice else r for r in result] == [
+            without_date(r) if r.notice else r for r in reference
+        ]
 
 
 async def test_a_closed_composer_composes_nothing_more() -> None:
