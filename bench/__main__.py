@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench import report, suite
 from bench.plan import MODES
+from preaviso.devtools import stop_on_sigterm
 from preaviso.settings import EventLoop
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -64,6 +65,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    stop_on_sigterm()  # a stopped bench stops its broker, sink and workers
     if args.report_only:
         for path in suite.render(args.docs / "benchmarks.json", chart=True):
             print(f"wrote {path}")

@@ -213,7 +213,9 @@ def demo(
 ) -> None:
     """Run everything locally: Kafka, a mail catcher, a worker, and two real announcements."""
     from preaviso.demo import run_demo
+    from preaviso.devtools import stop_on_sigterm
 
+    stop_on_sigterm()  # the broker, the catcher and the worker stop with the demo
     load_settings()  # a bad PREAVISO_* value is reported before Kafka is started
     quiet_clients()
     raise typer.Exit(run_demo(customers=customers, out_dir=out_dir, console=out))

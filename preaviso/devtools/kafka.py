@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from preaviso.devtools import stop_on_sigterm
 from preaviso.devtools.kafka_fetch import (
     KAFKA_VERSION,
     KafkaDevError,
@@ -361,10 +362,6 @@ def _log_report(path: Path) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``fetch`` downloads the jars; ``run`` serves a broker until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -384,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fetch":
             print(fetch_kafka())
             return 0
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        stop_on_sigterm()
         with LocalKafka(
             port=args.port, controller_port=args.controller_port, keep=args.keep,
             startup_timeout=args.timeout,
