@@ -52,9 +52,13 @@ def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
+@pytest.mark.both_loops
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-command-at-a-time", "pipelining"])
 @pytest.mark.parametrize("tls", ["tls", "starttls"], ids=["implicit TLS", "STARTTLS"])
-async def test_the_message_goes_over_tls(certificate: tuple[Path, Path], tls: str) -> None:
-    handler = Server()
+async def test_the_message_goes_over_tls(
+    certificate: tuple[Path, Path], tls: str, pipelining: bool
+) -> None:
+    handler = Server(pipelining=pipelining)
     context = server_context(certificate)
     listener = await (
         start_server(handler, ssl=context)
