@@ -11,7 +11,9 @@ that is not canonical goes through ``sendmail`` as before.
 
 When the server offers PIPELINING (RFC 2920; Postfix, Exim, Gmail and the big relays
 do), MAIL, RCPT and DATA go out in one write and their replies are read together: two
-round trips a mail instead of four. aiosmtplib reads one reply per command and drops
+round trips a mail instead of four. When it also offers CHUNKING (RFC 3030; Postfix
+3.4+, Gmail, Exchange), the message goes in that same write as one ``BDAT n LAST``
+chunk, undotted: one round trip. aiosmtplib reads one reply per command and drops
 bytes that come after it, so while a group's replies come back a small protocol of our
 own (``_Replies``) stands in for aiosmtplib's on the transport (``set_protocol``).
 """
@@ -131,12 +133,16 @@ class Client(aiosmtplib.SMTP):
     async def _pipelined(
         self, sender: str, recipients: Sequence[str], message: bytes, options: list[str]
     ) -> tuple[dict[str, SMTPResponse], str]:
-        """``send_canonical`` with MAIL, every RCPT and DATA in one write (RFC 2920)."""
+        """``send_canonical`` with MAIL, every RCPT and DATA in one write (RFC 2920); when
+        the server also offers CHUNKING (RFC 3030), BDAT and the message itself go in that
+        write too, instead of DATA: one round trip a mail."""
         mail = b" ".join([b"MAIL FROM:" + quote_address(sender).encode("ascii")] + [
             o.encode("ascii") for o in options
         ])  # fmt: skip
         rcpts = [b"RCPT TO:" + quote_address(r).encode("ascii") for r in recipients]
-        replies = await self._group([mail, *rcpts, b"DATA"])
+        chunking = self.supports_extension("chunking")
+        last = b"BDAT %d LAST" % len(message) if chunking else b"DATA"
+        replies = await self._group([mail, *rcpts, last], message if chunking else b"")
         mailed, accepted, started = replies[0], replies[1:-1], replies[-1]
         refused = [
             SMTPRecipientRefused(reply.code, reply.message, recipient)
@@ -153,17 +159,22 @@ class Client(aiosmtplib.SMTP):
                 raise SMTPSenderRefused(mailed.code, mailed.message, sender)
             if len(refused) == len(recipients):
                 raise SMTPRecipientsRefused(refused)
-            if started.code != SMTPStatus.start_input:
+            if chunking:  # BDAT's reply is the message's
+                if started.code != SMTPStatus.completed:
+                    raise SMTPDataError(started.code, started.message)
+                reply = started
+            elif started.code != SMTPStatus.start_input:
                 raise SMTPDataError(started.code, started.message)
-            reply = await self._end_data(message)
+            else:
+                reply = await self._end_data(message)
         except (SMTPResponseException, SMTPRecipientsRefused):
             with suppress(ConnectionError, SMTPResponseException):
                 await self.rset()
             raise
         return {e.recipient: SMTPResponse(e.code, e.message) for e in refused}, reply.message
 
-    async def _group(self, commands: list[bytes]) -> list[SMTPResponse]:
-        """Write ``commands`` at once; their replies, in order."""
+    async def _group(self, commands: list[bytes], chunk: bytes = b"") -> list[SMTPResponse]:
+        """Write ``commands`` (and a BDAT's ``chunk`` after them) at once; their replies."""
         protocol = self.protocol
         # Not isinstance(asyncio.Transport): uvloop's transports do not derive from it.
         transport: Any = protocol.transport if protocol is not None else None
@@ -172,7 +183,7 @@ class Client(aiosmtplib.SMTP):
         replies = _Replies(protocol, len(commands))
         transport.set_protocol(replies)
         try:
-            transport.write(b"\r\n".join(commands) + b"\r\n")
+            transport.write(b"\r\n".join(commands) + b"\r\n" + chunk)
             await asyncio.wait_for(replies.done, self.timeout)
         except TimeoutError as exc:
             self.close()

@@ -84,15 +84,18 @@ def transport_for(server: Server, **options: Any) -> SmtpTransport:
 class RawServer:
     """A hand-written SMTP server that shows how a client sends its commands.
 
-    It keeps each read of commands (``reads``). ``strict`` answers a mail's MAIL, RCPT
-    and DATA only once all three have come, as one group: a client that waits for
-    MAIL's reply before it sends RCPT gets no answer. The other options misbehave.
+    ``command_reads`` lists the commands each read held. ``strict`` answers a mail's
+    commands only once the whole group has come (MAIL to DATA, or to a BDAT and its
+    chunk): a client that waits for MAIL's reply before it sends RCPT gets no answer.
+    The other options misbehave.
     """
 
     offer_pipelining: bool = True
+    offer_chunking: bool = False
     strict: bool = False
     rcpt_reply: bytes = b"250 2.1.5 Ok\r\n"
     data_reply: bytes = b"354 Go ahead\r\n"
+    bdat_reply: bytes = b"250 2.0.0 Ok: queued\r\n"
     byte_by_byte: bool = False
     """Send each group's replies one byte per write."""
     silent: bool = False
@@ -100,68 +103,112 @@ class RawServer:
     drop_on_group: bool = False
     """Close the connection once a group has come, without answering."""
     port: int = 0
-    reads: list[bytes] = field(default_factory=list)
+    command_reads: list[list[bytes]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ehlo = b"250-raw\r\n" + (b"250-PIPELINING\r\n" if self.offer_pipelining else b"")
         writer.write(b"220 raw ESMTP\r\n")
         pending = b""
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return
-            self.reads.append(chunk)
+        while chunk := await reader.read(65536):
             pending += chunk
-            if self.strict and pending.startswith(b"MAIL") and b"DATA\r\n" not in pending:
+            if self.strict and pending.startswith(b"MAIL") and not _whole_group(pending):
                 continue  # the rest of the group is still to come
-            lines, pending = pending.split(b"\r\n"), b""
-            pending = lines.pop()  # an unfinished line, if any
-            replies = [self._reply(line) for line in lines]
-            if self.silent and any(line.startswith(b"MAIL") for line in lines):
+            verbs, out, pending = await self._commands(pending, reader)
+            self.command_reads.append(verbs)
+            if b"MAIL" in verbs and (self.silent or self.drop_on_group):
+                if self.drop_on_group:
+                    writer.close()
+                    return
                 continue
-            if self.drop_on_group and any(line.startswith(b"MAIL") for line in lines):
-                writer.close()
-                return
-            out = b"".join(replies).replace(b"EHLO-REPLY", ehlo + b"250 SIZE 1000000\r\n")
-            if self.byte_by_byte:
-                for i in range(len(out)):
-                    writer.write(out[i : i + 1])
-                    await writer.drain()
-                    await asyncio.sleep(0)
-            else:
-                writer.write(out)
-            if any(line == b"DATA" for line in lines) and self.data_reply.startswith(b"354"):
-                body = b""
-                while not (body == b".\r\n" or body.endswith(b"\r\n.\r\n")):
-                    body += await reader.readuntil(b".\r\n")
+            await self._send(writer, out)
+            if b"DATA" in verbs and self.data_reply.startswith(b"354"):
+                body, pending = await _read_until_end(pending, reader)
                 if body == b".\r\n":  # an empty message: nobody to send it to
                     writer.write(b"554 5.5.1 No valid recipients\r\n")
                     continue
                 self.messages.append(body)
                 writer.write(b"250 2.0.0 Ok: queued\r\n")
-            if any(line == b"QUIT" for line in lines):
+            if b"QUIT" in verbs:
                 writer.close()
                 return
 
-    def _reply(self, line: bytes) -> bytes:
-        verb = line[:4].upper()
+    async def _commands(
+        self, pending: bytes, reader: asyncio.StreamReader
+    ) -> tuple[list[bytes], bytes, bytes]:
+        """The whole command lines in ``pending`` (a BDAT with its chunk): their verbs, the
+        replies, and what is left."""
+        verbs: list[bytes] = []
+        out = b""
+        while (eol := pending.find(b"\r\n")) >= 0:
+            line, pending = pending[:eol], pending[eol + 2 :]
+            verb = line[:4].upper()
+            verbs.append(verb)
+            if verb == b"BDAT":
+                size = int(line.split()[1])
+                while len(pending) < size:
+                    pending += await _more(reader)
+                body, pending = pending[:size], pending[size:]
+                if not self.rcpt_reply.startswith(b"250"):
+                    out += b"554 5.5.1 No valid recipients\r\n"
+                else:
+                    out += self.bdat_reply
+                    if self.bdat_reply.startswith(b"250"):
+                        self.messages.append(body)
+                continue
+            out += self._reply(verb)
+            if verb == b"DATA":
+                break  # the message comes after the 354
+        return verbs, out, pending
+
+    def _reply(self, verb: bytes) -> bytes:
         if verb == b"EHLO":
-            return b"EHLO-REPLY"
+            return (
+                b"250-raw\r\n"
+                + (b"250-PIPELINING\r\n" if self.offer_pipelining else b"")
+                + (b"250-CHUNKING\r\n" if self.offer_chunking else b"")
+                + b"250 SIZE 1000000\r\n"
+            )
         if verb == b"RCPT":
             return self.rcpt_reply
         if verb == b"DATA":
             return self.data_reply
         return b"250 2.0.0 Ok\r\n"
 
-    def command_reads(self) -> list[list[bytes]]:
-        """The commands each read held (reads inside a message's body left out)."""
-        out = []
-        for read in self.reads:
-            lines = [line[:4] for line in read.split(b"\r\n") if line[:4].isalpha()]
-            if lines and lines[0] in {b"EHLO", b"MAIL", b"RCPT", b"DATA", b"RSET", b"QUIT"}:
-                out.append(lines)
-        return out
+    async def _send(self, writer: asyncio.StreamWriter, out: bytes) -> None:
+        if not self.byte_by_byte:
+            writer.write(out)
+            return
+        for i in range(len(out)):
+            writer.write(out[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+
+def _whole_group(pending: bytes) -> bool:
+    """MAIL to DATA, or to a BDAT line and all of its chunk."""
+    if b"DATA\r\n" in pending:
+        return True
+    at = pending.find(b"BDAT ")
+    eol = pending.find(b"\r\n", at)
+    return at >= 0 and eol >= 0 and len(pending) - eol - 2 >= int(pending[at:eol].split()[1])
+
+
+async def _read_until_end(pending: bytes, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """A DATA body up to its lone dot (the dot included), and what follows it."""
+    while True:
+        if pending.startswith(b".\r\n"):
+            return pending[:3], pending[3:]
+        at = pending.find(b"\r\n.\r\n")
+        if at >= 0:
+            return pending[: at + 5], pending[at + 5 :]
+        pending += await _more(reader)
+
+
+async def _more(reader: asyncio.StreamReader) -> bytes:
+    data = await reader.read(65536)
+    if not data:
+        raise ConnectionError("the client went away mid-message")
+    return data
 
 
 async def start_raw_server(handler: RawServer) -> asyncio.Server:

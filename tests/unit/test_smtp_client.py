@@ -119,7 +119,7 @@ async def test_a_server_offering_pipelining_gets_mail_rcpt_and_data_in_one_write
         for _ in range(3):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
-    assert raw.command_reads()[1:] == [[b"MAIL", b"RCPT", b"DATA"]] * 3 + [[b"QUIT"]]
+    assert raw.command_reads[1:] == [[b"MAIL", b"RCPT", b"DATA"]] * 3 + [[b"QUIT"]]
     assert raw.messages == [dot_stuffed(MESSAGE) + b".\r\n"] * 3
 
 
@@ -128,14 +128,14 @@ async def test_a_server_not_offering_it_gets_one_command_at_a_time(raw: RawServe
     async with raw_transport(raw) as transport:
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
-    assert raw.command_reads()[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
+    assert raw.command_reads[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
 
 
 async def test_pipelining_turned_off_sends_one_command_at_a_time(raw: RawServer) -> None:
     async with raw_transport(raw, pipelining=False) as transport:
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
-    assert raw.command_reads()[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
+    assert raw.command_reads[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
 
 
 async def test_replies_split_anywhere_and_on_several_lines_are_read_whole(
@@ -163,7 +163,7 @@ async def test_data_taken_although_no_recipient_was_ends_empty_and_the_refusal_i
 
     assert (refused.value.code, refused.value.command) == (550, "RCPT")
     assert raw.messages == [dot_stuffed(MESSAGE) + b".\r\n"]  # only the second mail
-    assert [b"RSET"] in raw.command_reads()
+    assert [b"RSET"] in raw.command_reads
 
 
 async def test_a_group_never_answered_times_out(raw: RawServer) -> None:
@@ -180,4 +180,54 @@ async def test_a_connection_closed_before_the_replies_is_a_server_fault(raw: Raw
         with pytest.raises(SmtpUnreachableError, match="closed during the mail transaction"):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
+    assert raw.messages == []
+
+
+# -- CHUNKING (RFC 3030), with PIPELINING ------------------------------------------------
+
+
+async def test_with_chunking_too_the_message_goes_in_the_same_write_undotted(
+    raw: RawServer,
+) -> None:
+    raw.offer_chunking = True
+    raw.strict = True  # answers nothing until the group and its chunk are there
+    async with raw_transport(raw) as transport:
+        for _ in range(2):
+            reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert reply.code == 250
+    assert raw.command_reads[1:] == [[b"MAIL", b"RCPT", b"BDAT"]] * 2 + [[b"QUIT"]]
+    assert raw.messages == [MESSAGE] * 2  # the exact bytes: a chunk is not dot-stuffed
+
+
+async def test_chunking_without_pipelining_is_not_used(raw: RawServer) -> None:
+    raw.offer_chunking, raw.offer_pipelining = True, False
+    async with raw_transport(raw) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert raw.command_reads[1:] == [[b"MAIL"], [b"RCPT"], [b"DATA"], [b"QUIT"]]
+
+
+async def test_a_chunk_for_nobody_is_refused_and_the_connection_goes_on(raw: RawServer) -> None:
+    raw.offer_chunking = True
+    raw.rcpt_reply = b"550 5.1.1 No such user\r\n"  # and the BDAT gets 554
+    async with raw_transport(raw) as transport:
+        with pytest.raises(SmtpPermanentError) as refused:
+            await transport.send(SENDER, ["gone@example.com"], MESSAGE)
+        raw.rcpt_reply = b"250 2.1.5 Ok\r\n"
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert (refused.value.code, refused.value.command) == (550, "RCPT")
+    assert raw.messages == [MESSAGE]
+    assert [b"RSET"] in raw.command_reads
+
+
+async def test_a_refused_chunk_is_a_refused_message(raw: RawServer) -> None:
+    raw.offer_chunking = True
+    raw.bdat_reply = b"552 5.3.4 Message too big\r\n"
+    async with raw_transport(raw) as transport:
+        with pytest.raises(SmtpPermanentError) as refused:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert (refused.value.code, refused.value.command) == (552, "DATA")
     assert raw.messages == []
