@@ -110,10 +110,17 @@ class Settings(BaseSettings):
     smtp_timeout: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds for one SMTP command."
     )
+    smtp_unrecorded_max: Annotated[int | None, Field(ge=1, le=1024)] = Field(
+        None,
+        description="Mails answered by the SMTP server that may wait for their receipt "
+        "and ledger entry at once; unset: as many as the connections, at least 3. More "
+        "keeps the connections busy while Kafka writes; a crash may send each again.",
+    )
     smtp_pipelining: bool = Field(
         True,
         description="Send MAIL, RCPT and DATA together when the server offers PIPELINING "
-        "(RFC 2920): two round trips a mail instead of four.",
+        "(RFC 2920), and the message with them as a BDAT chunk when it also offers "
+        "CHUNKING (RFC 3030): one or two round trips a mail instead of four.",
     )
     smtp_retry_max_age: Annotated[float, Field(gt=0)] = Field(
         86400.0,

@@ -32,20 +32,22 @@ def a_notice(n: int) -> bytes:
 class Deliver:
     """deliver as registered on a worker, its Kafka writes held until ``producer`` opens."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings = SETTINGS
+    ) -> None:
         stages: dict[str, Any] = {}
         services: list[Any] = []
         monkeypatch.setattr(
             deliver, "run_stage", lambda p, s, name, f, **_: stages.update({name: f})
         )
         monkeypatch.setattr(deliver, "RECORD_ON_STOP", 0.05)
-        self.producer = GatedProducer(gated=SETTINGS.topic("receipts"))
+        self.producer = GatedProducer(gated=settings.topic("receipts"))
         self.table = Tables("memory://", tmp_path).table("delivered")
         app = SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: self.producer),
             service=services.append,
         )
-        pipe = Pipeline(settings=SETTINGS, app=app, tables={"delivered": self.table})
+        pipe = Pipeline(settings=settings, app=app, tables={"delivered": self.table})
         self.smtp = MemoryTransport()
         deliver.register(pipe, self.smtp)
         [self.pool] = services
@@ -121,3 +123,27 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
 
 def test_the_resend_bound_is_twice_the_connections_and_at_least_three_more() -> None:
     assert [deliver.resend_bound(c) for c in (1, 2, 3, 4, 16)] == [4, 5, 6, 8, 32]
+
+
+def test_the_unrecorded_window_set_replaces_the_default_in_the_bound() -> None:
+    assert [deliver.resend_bound(c, 12) for c in (1, 4, 16)] == [13, 16, 28]
+
+
+async def test_a_wider_unrecorded_window_lets_that_many_more_mails_out_and_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ACKED.clear()
+    wider = SETTINGS.model_copy(update={"smtp_unrecorded_max": 7})
+    worker = Deliver(tmp_path, monkeypatch, wider)
+    worker.stage.feed.put(*(record(n, a_notice(n)) for n in range(20)))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(worker.smtp.sent) == 9)  # 2 connections + 7
+    await asyncio.sleep(0.1)
+    assert len(worker.smtp.sent) == 9 == deliver.resend_bound(2, 7)
+
+    worker.producer.opened.set()
+    await worker.stage.until(lambda: len(ACKED) == 20)
+    await worker.stage.stop()
+
+    assert len(worker.smtp.sent) == 20
+    assert all(worker.recorded(f"n{n}") for n in range(20))
