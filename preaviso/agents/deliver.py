@@ -359,8 +359,19 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     # One parked notice at a time: its wait holds the stage, so nothing else may be held.
     run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry, batch_max=1)
 
+    bound = resend_bound(settings.smtp_connections, settings.smtp_unrecorded_max)
+
     class SmtpPool(mode.Service):
-        """Closes the pooled SMTP connections when the worker stops."""
+        """Says how the worker sends; closes the pooled SMTP connections when it stops."""
+
+        async def on_start(self) -> None:
+            log.info(
+                "mails sent over %d SMTP connection(s), %d answered at most awaiting their "
+                "receipt: a crash re-sends at most %d",
+                settings.smtp_connections,
+                bound - settings.smtp_connections,
+                bound,
+            )
 
         async def on_stop(self) -> None:
             await recorder.drain(RECORD_ON_STOP)

@@ -89,7 +89,11 @@ def test_a_discontinuation_reaches_exactly_the_owners(stack: Stack) -> None:
     }
 
 
-def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(stack: Stack) -> None:
+@pytest.mark.parametrize("window", [None, 1], ids=["default-unrecorded-window", "window-of-1"])
+def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(
+    stack: Stack, window: int | None
+) -> None:
+    stack.settings = stack.settings.model_copy(update={"smtp_unrecorded_max": window})
     stack.start_worker()
     publish_directory(stack)
     change = dataset.warranty_change("policy-it-1")
@@ -99,7 +103,10 @@ def test_a_policy_change_reaches_exactly_the_customers_in_its_regions(stack: Sta
     assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
     wait_for_mails(stack, len(in_scope))
 
-    assert recipients(stack) == emails_of(in_scope)
+    assert recipients(stack) == emails_of(in_scope)  # each once, whatever the window
+    assert stack.worker is not None
+    said = re.findall(r"(\d+) answered at most awaiting", stack.worker.log_path.read_text())
+    assert said == [str(window or max(stack.settings.smtp_connections, 3))]  # as the README says
     for mail in mails(stack.mail_dir):
         html = mail.get_body(("html",))
         assert html is not None
