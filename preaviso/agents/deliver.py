@@ -135,14 +135,14 @@ two Kafka round trips (~1.4 ms on a local broker), longer than an SMTP transacti
 one connection and one mail recording, the connection waited (862 → 961 mails/s)."""
 
 
-def resend_bound(connections: int, unrecorded_max: int | None = None) -> int:
-    """Most mails one crash can send again: those in flight on the ``connections``, and
-    those answered whose ledger entry is not in Kafka yet (``receipts.Recorder``):
-    ``unrecorded_max`` (``PREAVISO_SMTP_UNRECORDED_MAX``), by default as many as the
-    connections, at least ``RECORDING_MIN``. Plus one while deliver-retry sends a parked
-    notice (it takes no connection slot)."""
-    unrecorded = max(connections, RECORDING_MIN) if unrecorded_max is None else unrecorded_max
-    return connections + unrecorded
+def resend_bound(settings: Settings) -> int:
+    """Most mails one crash can send again: those in flight on the connections, and those
+    answered whose ledger entry is not in Kafka yet (``receipts.Recorder``):
+    ``PREAVISO_SMTP_UNRECORDED_MAX``, by default as many as the connections, at least
+    ``RECORDING_MIN``. Plus one while deliver-retry sends a parked notice (it takes no
+    connection slot)."""
+    connections, window = settings.smtp_connections, settings.smtp_unrecorded_max
+    return connections + (max(connections, RECORDING_MIN) if window is None else window)
 
 
 class Interrupted(Exception):
@@ -294,9 +294,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             await recorder.record(event.message.partition, key, notice.notice_id, encode(receipt))
 
     slots = asyncio.Semaphore(settings.smtp_connections)
-    unrecorded = asyncio.Semaphore(
-        resend_bound(settings.smtp_connections, settings.smtp_unrecorded_max)
-    )
+    bound = resend_bound(settings)
+    unrecorded = asyncio.Semaphore(bound)
 
     def deliver(outbox: Outbox) -> EventHandler:
         """Up to ``PREAVISO_SMTP_CONNECTIONS`` notices in flight, each on its own connection.
@@ -358,8 +357,6 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     run_stage(pipe, t.NOTICES, "deliver", deliver)
     # One parked notice at a time: its wait holds the stage, so nothing else may be held.
     run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry, batch_max=1)
-
-    bound = resend_bound(settings.smtp_connections, settings.smtp_unrecorded_max)
 
     class SmtpPool(mode.Service):
         """Says how the worker sends; closes the pooled SMTP connections when it stops."""

@@ -228,9 +228,7 @@ def run_cycle(
     time.sleep(max(0.0, settle - (time.monotonic() - done_at)))
     _count(rig, report, expected)
     report.faults = rig.faults - faults_before
-    report.duplicate_bound = report.faults * resend_bound(
-        rig.settings.smtp_connections, rig.settings.smtp_unrecorded_max
-    )
+    report.duplicate_bound = report.faults * resend_bound(rig.settings)
     report.crashed = rig.crashed()
     report.seconds = time.monotonic() - started
     return report

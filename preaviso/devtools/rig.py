@@ -134,9 +134,7 @@ class Rig:
         """Extra mails over every Message-ID owed so far, and the bound all faults allow."""
         self.mail.scan()
         extra = sum(n - 1 for m, n in self.mail.counts().items() if m in self.owed and n > 1)
-        return extra, self.faults * resend_bound(
-            self.settings.smtp_connections, self.settings.smtp_unrecorded_max
-        )
+        return extra, self.faults * resend_bound(self.settings)
 
     def _process(self, name: str) -> WorkerProcess:
         slot = self._slots[name]

@@ -111,7 +111,7 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     worker.stage.start()
     await worker.stage.until(lambda: len(worker.smtp.sent) == 5)
     await asyncio.sleep(0.1)
-    assert len(worker.smtp.sent) == 5 == deliver.resend_bound(SETTINGS.smtp_connections)
+    assert len(worker.smtp.sent) == 5 == deliver.resend_bound(SETTINGS)
 
     worker.producer.opened.set()
     await worker.stage.until(lambda: len(ACKED) == 20)
@@ -122,11 +122,13 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
 
 
 def test_the_resend_bound_is_twice_the_connections_and_at_least_three_more() -> None:
-    assert [deliver.resend_bound(c) for c in (1, 2, 3, 4, 16)] == [4, 5, 6, 8, 32]
+    bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in (1, 2, 3, 4, 16)]
+    assert bounds == [4, 5, 6, 8, 32]
 
 
 def test_the_unrecorded_window_set_replaces_the_default_in_the_bound() -> None:
-    assert [deliver.resend_bound(c, 12) for c in (1, 4, 16)] == [13, 16, 28]
+    windows = [Settings(smtp_connections=c, smtp_unrecorded_max=12) for c in (1, 4, 16)]
+    assert [deliver.resend_bound(w) for w in windows] == [13, 16, 28]
 
 
 async def test_a_wider_unrecorded_window_lets_that_many_more_mails_out_and_no_more(
@@ -139,7 +141,7 @@ async def test_a_wider_unrecorded_window_lets_that_many_more_mails_out_and_no_mo
     worker.stage.start()
     await worker.stage.until(lambda: len(worker.smtp.sent) == 9)  # 2 connections + 7
     await asyncio.sleep(0.1)
-    assert len(worker.smtp.sent) == 9 == deliver.resend_bound(2, 7)
+    assert len(worker.smtp.sent) == 9 == deliver.resend_bound(wider)
 
     worker.producer.opened.set()
     await worker.stage.until(lambda: len(ACKED) == 20)
