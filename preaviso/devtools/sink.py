@@ -97,7 +97,7 @@ class SmtpSink(asyncio.Protocol):
         self.buffer = bytearray()
         self.in_data = False
         self.scanned = 0  # bytes of the DATA buffer already searched for the end marker
-        self.message: bytearray | None = None  # a message coming in BDAT chunks
+        self.message = bytearray()  # a message coming in BDAT chunks
         self.chunk_left = 0  # bytes of the current BDAT chunk still to come
         self.last_chunk = False
         self.transport: asyncio.Transport | None = None
@@ -122,7 +122,7 @@ class SmtpSink(asyncio.Protocol):
         reply = self.replies.append
         if self.chunk_left:  # a chunk's bytes are not commands
             take = min(len(self.buffer), self.chunk_left)
-            if self.message is None or not take:
+            if not take:
                 return False
             self.message += self.buffer[:take]
             del self.buffer[:take]
@@ -156,7 +156,6 @@ class SmtpSink(asyncio.Protocol):
             if len(words) < 2 or not words[1].isdigit():
                 reply(b"501 5.5.4 Syntax: BDAT size [LAST]\r\n")
                 return True
-            self.message = self.message if self.message is not None else bytearray()
             self.chunk_left = int(words[1])
             self.last_chunk = words[-1].upper() == b"LAST"
             if not self.chunk_left:
@@ -177,9 +176,9 @@ class SmtpSink(asyncio.Protocol):
 
     def _chunk_done(self) -> None:
         """A BDAT chunk is in: the message is accepted with its last chunk."""
-        if self.last_chunk and self.message is not None:
+        if self.last_chunk:
             self.tally.accept(bytes(self.message))
-            self.message = None
+            self.message.clear()
         self.replies.append(_OK)
 
 
