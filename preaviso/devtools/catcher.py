@@ -197,6 +197,9 @@ class CatcherError(RuntimeError):
 class CatcherProcess:
     """Run the catcher as a child process; ``with CatcherProcess(dir) as c: c.port ...``."""
 
+    module = "preaviso.devtools.catcher"
+    """The server the child runs (a subclass names another)."""
+
     def __init__(
         self,
         out_dir: Path,
@@ -247,11 +250,11 @@ class CatcherProcess:
         return self.host, self.port
 
     def _command(self, port_file: Path) -> list[str]:
-        """The child's command line; a subclass may run another server module."""
+        """The child's command line: ``module`` with the options every server takes."""
         return [
             sys.executable,
             "-m",
-            "preaviso.devtools.catcher",
+            self.module,
             "--host",
             self.host,
             "--port",

@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 class FaultySmtpProcess(CatcherProcess):
     """Run the faulty server as a child process, started and stopped as the catcher is."""
 
+    module = "preaviso.devtools.faulty_smtp"
+
     def __init__(
         self,
         out_dir: Path,
@@ -211,7 +213,6 @@ class FaultySmtpProcess(CatcherProcess):
 
     def _command(self, port_file: Path) -> list[str]:
         command = super()._command(port_file)
-        command[command.index("preaviso.devtools.catcher")] = "preaviso.devtools.faulty_smtp"
         for refusal in self.refusals:
             command += ["--refuse", refusal.spec()]
         command += ["--drop-after-data", str(self.drop_after_data)]

@@ -303,12 +303,7 @@ class SinkControl:
 class SinkProcess(CatcherProcess):
     """Run the sink as a child process, like the catcher; ``control()`` asks it."""
 
-    def _command(self, port_file: Path) -> list[str]:
-        return [
-            sys.executable, "-m", "preaviso.devtools.sink", "--host", self.host,
-            "--port", str(self.port), "--out", str(self.out_dir), "--port-file", str(port_file),
-            *([] if self.pipelining else ["--no-pipelining"]),
-        ]  # fmt: skip
+    module = "preaviso.devtools.sink"
 
     def control(self) -> SinkControl:
         port = int((self.out_dir / CONTROL_FILE).read_text())
