@@ -35,12 +35,33 @@ from typing import IO, Any, Self
 
 from aiosmtpd.smtp import SMTP
 
-__all__ = ["CatcherError", "CatcherProcess", "EmlWriter", "main", "message_id_of", "serve"]
+__all__ = [
+    "CatcherError",
+    "CatcherProcess",
+    "EmlWriter",
+    "ehlo_lines",
+    "main",
+    "message_id_of",
+    "serve",
+]
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]{1,200})>", re.IGNORECASE | re.MULTILINE)
 _UNSAFE_NAME = re.compile(rb"[^A-Za-z0-9._@+-]")
 _PORT_FILE = ".catcher.port"
+
+
+def ehlo_lines(session: Any, hostname: str, responses: list[str], *, pipelining: bool) -> list[str]:
+    """What an aiosmtpd ``handle_EHLO`` hook answers: aiosmtpd's lines, plus PIPELINING
+    (RFC 2920) if offered, as real servers offer it.
+
+    aiosmtpd reads commands one after another from its buffer, so it serves a pipelining
+    client as it should; it just does not say so itself.
+    """
+    session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+    if pipelining:
+        responses.insert(len(responses) - 1, "250-PIPELINING")
+    return responses
 
 
 class EmlWriter:
@@ -54,15 +75,7 @@ class EmlWriter:
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        """aiosmtpd's EHLO lines, plus PIPELINING (RFC 2920), as real servers offer it.
-
-        aiosmtpd reads commands one after another from its buffer, so it serves a
-        pipelining client as it should; it just does not say so itself.
-        """
-        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
-        if self.pipelining:
-            responses.insert(len(responses) - 1, "250-PIPELINING")
-        return responses
+        return ehlo_lines(session, hostname, responses, pipelining=self.pipelining)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         name = self.save(envelope.original_content or b"")

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from preaviso.devtools.catcher import ehlo_lines
 from preaviso.mail import SmtpTransport
 
 SENDER = "avisos@example.com"
@@ -33,10 +34,7 @@ class Server:
     async def handle_EHLO(
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        session.host_name = hostname
-        if self.pipelining:
-            responses.insert(len(responses) - 1, "250-PIPELINING")
-        return responses
+        return ehlo_lines(session, hostname, responses, pipelining=self.pipelining)
 
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
