@@ -78,24 +78,33 @@ class Client(aiosmtplib.SMTP):
             message += b"\r\n"  # DATA ends with a line break, as sendmail makes sure
         await self._greeted()  # the SIZE extension is known only after EHLO
         options = [f"size={len(message)}"] if self.supports_extension("size") else []
-        if self.pipelining and self.supports_extension("pipelining"):
-            return await self._pipelined(sender, recipients, message, options)
+        pipelining = self.pipelining and self.supports_extension("pipelining")
         try:
-            await self.mail(sender, options=options)
-            refused: list[SMTPRecipientRefused] = []
-            for recipient in recipients:
-                try:
-                    await self.rcpt(recipient)
-                except SMTPRecipientRefused as exc:
-                    refused.append(exc)
-            if len(refused) == len(recipients):
-                raise SMTPRecipientsRefused(refused)
-            reply = await self._data(message)
+            if pipelining:
+                refused, reply = await self._pipelined(sender, recipients, message, options)
+            else:
+                refused, reply = await self._one_at_a_time(sender, recipients, message, options)
         except (SMTPResponseException, SMTPRecipientsRefused):
             with suppress(ConnectionError, SMTPResponseException):
                 await self.rset()  # as sendmail does: the next transaction starts clean
             raise
         return {e.recipient: SMTPResponse(e.code, e.message) for e in refused}, reply.message
+
+    async def _one_at_a_time(
+        self, sender: str, recipients: Sequence[str], message: bytes, options: list[str]
+    ) -> tuple[list[SMTPRecipientRefused], SMTPResponse]:
+        """MAIL, each RCPT, DATA and the message, each after the reply to the one before:
+        the recipients refused, and the reply to the message."""
+        await self.mail(sender, options=options)
+        refused: list[SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await self.rcpt(recipient)
+            except SMTPRecipientRefused as exc:
+                refused.append(exc)
+        if len(refused) == len(recipients):
+            raise SMTPRecipientsRefused(refused)
+        return refused, await self._data(message)
 
     async def _greeted(self) -> None:
         """EHLO, or HELO if the server refuses it, once per connection (as sendmail)."""
@@ -132,10 +141,10 @@ class Client(aiosmtplib.SMTP):
 
     async def _pipelined(
         self, sender: str, recipients: Sequence[str], message: bytes, options: list[str]
-    ) -> tuple[dict[str, SMTPResponse], str]:
-        """``send_canonical`` with MAIL, every RCPT and DATA in one write (RFC 2920); when
-        the server also offers CHUNKING (RFC 3030), BDAT and the message itself go in that
-        write too, instead of DATA: one round trip a mail."""
+    ) -> tuple[list[SMTPRecipientRefused], SMTPResponse]:
+        """MAIL, every RCPT and DATA in one write (RFC 2920); when the server also offers
+        CHUNKING (RFC 3030), BDAT and the message itself go in that write too, instead of
+        DATA: one round trip a mail. The same outcome as ``_one_at_a_time``."""
         mail = b" ".join([b"MAIL FROM:" + quote_address(sender).encode("ascii")] + [
             o.encode("ascii") for o in options
         ])  # fmt: skip
@@ -149,29 +158,22 @@ class Client(aiosmtplib.SMTP):
             for recipient, reply in zip(recipients, accepted, strict=True)
             if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward)
         ]
-        try:
-            if started.code == SMTPStatus.start_input and (
-                mailed.code != SMTPStatus.completed or len(refused) == len(recipients)
-            ):  # DATA taken with nothing to send: end it empty (RFC 2920 3.1)
-                with suppress(SMTPDataError):
-                    await self._end_data(b"")
-            if mailed.code != SMTPStatus.completed:
-                raise SMTPSenderRefused(mailed.code, mailed.message, sender)
-            if len(refused) == len(recipients):
-                raise SMTPRecipientsRefused(refused)
-            if chunking:  # BDAT's reply is the message's
-                if started.code != SMTPStatus.completed:
-                    raise SMTPDataError(started.code, started.message)
-                reply = started
-            elif started.code != SMTPStatus.start_input:
+        if started.code == SMTPStatus.start_input and (
+            mailed.code != SMTPStatus.completed or len(refused) == len(recipients)
+        ):  # DATA taken with nothing to send: end it empty (RFC 2920 3.1)
+            with suppress(SMTPDataError):
+                await self._end_data(b"")
+        if mailed.code != SMTPStatus.completed:
+            raise SMTPSenderRefused(mailed.code, mailed.message, sender)
+        if len(refused) == len(recipients):
+            raise SMTPRecipientsRefused(refused)
+        if chunking:  # BDAT's reply is the message's
+            if started.code != SMTPStatus.completed:
                 raise SMTPDataError(started.code, started.message)
-            else:
-                reply = await self._end_data(message)
-        except (SMTPResponseException, SMTPRecipientsRefused):
-            with suppress(ConnectionError, SMTPResponseException):
-                await self.rset()
-            raise
-        return {e.recipient: SMTPResponse(e.code, e.message) for e in refused}, reply.message
+            return refused, started
+        if started.code != SMTPStatus.start_input:
+            raise SMTPDataError(started.code, started.message)
+        return refused, await self._end_data(message)
 
     async def _group(self, commands: list[bytes], chunk: bytes = b"") -> list[SMTPResponse]:
         """Write ``commands`` (and a BDAT's ``chunk`` after them) at once; their replies."""
