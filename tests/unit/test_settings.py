@@ -30,3 +30,27 @@ def test_a_mail_from_that_is_not_a_mailbox_stops_the_worker_at_start(
 )
 def test_a_mailbox_or_a_bare_address_is_accepted(value: str) -> None:
     assert Settings(mail_from=value).mail_from == value
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("PREAVISO_SMTP_UNRECORDED_MAX", "0", "greater than or equal to 1"),
+        ("PREAVISO_SMTP_UNRECORDED_MAX", "lots", "valid integer"),
+        ("PREAVISO_SMTP_PIPELINING", "sometimes", "valid boolean"),
+    ],
+)
+def test_a_bad_delivery_setting_stops_the_worker_at_start_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    says: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(typer.Exit) as exited:
+        load_settings()
+    assert exited.value.exit_code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"setting {name}" in err
+    assert says in err
