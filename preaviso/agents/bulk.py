@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -328,20 +328,17 @@ class BulkLoader:
         return committed
 
 
-async def write_entries(
-    producer: Any, tables: Iterable[TableWrites], partitions: int, along: Sequence[Send] = ()
-) -> None:
+async def write_entries(producer: Any, tables: Iterable[TableWrites], partitions: int) -> None:
     """The entries of ``tables`` into their changelogs, then into the store with Faust's
     persisted offset: a store never holds an entry its changelog lacks, and a restart
-    with the data dir kept reads each changelog only from there. ``along``: other
-    records, written in the same requests (no order between them and the entries)."""
+    with the data dir kept reads each changelog only from there."""
     written = [(w, w.table.changelog_topic.get_topic_name()) for w in tables if w.entries]
     changelog: list[Send] = [
         (topic, k, v, w.partition) for w, topic in written for k, v in w.entries.items()
     ]
-    if not changelog and not along:  # some partitions were only read
+    if not changelog:  # some partitions were only read
         return
-    offsets = await write_all(producer, [*along, *changelog], partitions)
+    offsets = await write_all(producer, changelog, partitions)
     for w, topic in written:
         scan.write(w.table, w.partition, w.entries, offsets[topic, w.partition])
 

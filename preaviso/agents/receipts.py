@@ -3,12 +3,9 @@
 Once the server has answered, a mail needs two writes, in this order: its receipt
 (the proof), then its ledger entry (so it is never sent again). Each used to be a
 Kafka round trip of its own, ~0.4 ms apiece while the connection waited, more than
-the SMTP transaction itself. The recorder writes in steps, one produce request
-each: a step carries the receipts of every mail answered since the last step and
-the ledger entries of the mails whose receipts the last step wrote. A mail is
-recorded after two steps, as when a group wrote its receipts and then its entries,
-but a loaded worker makes one request a group instead of two: on these machines a
-socket write to the broker costs as much CPU as a mail's SMTP transaction.
+the SMTP transaction itself. The recorder writes, for every mail answered while the
+previous group was being written, all the receipts in one go, then all the ledger
+entries, then stores the entries; only then is each mail's ``record`` done.
 
 A mail's record is never skipped: a write that fails for a transient reason goes
 again (``produce.write_all``), and an entry is stored only once its changelog
@@ -26,10 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from preaviso.agents.bulk import TableWrites, write_entries
-from preaviso.agents.produce import Send
+from preaviso.agents.produce import Send, write_all
 from preaviso.streams import keys
-
-NOT_RECORDED = "the worker stops: this mail is not recorded"
 
 
 class RecorderClosed(Exception):
@@ -65,7 +60,7 @@ class Recorder:
         """Return once the receipt and then the ledger entry are in Kafka, and the entry
         stored; ``RecorderClosed`` if the worker stops first."""
         if self._closed:
-            raise RecorderClosed(NOT_RECORDED)
+            raise RecorderClosed("the worker stops: this mail is not recorded")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Answered(partition, customer_key, notice_id, receipt, done))
         if self._task is None or self._task.done():
@@ -84,7 +79,7 @@ class Recorder:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        self._fail(self._waiting, RecorderClosed(NOT_RECORDED))
+        self._fail(self._waiting, RecorderClosed("the worker stops: this mail is not recorded"))
         self._waiting = []
 
     @staticmethod
@@ -94,31 +89,27 @@ class Recorder:
                 answered.done.set_exception(exc)
 
     async def _run(self) -> None:
-        proven: list[_Answered] = []  # receipts in Kafka, ledger entries not yet
-        while self._waiting or proven:
+        while self._waiting:
             group, self._waiting = self._waiting, []
             try:
-                await self._step(group, proven)
+                await self._write(group)
             except asyncio.CancelledError:  # close(): never a waiter's cancellation
-                self._fail(proven + group, RecorderClosed(NOT_RECORDED))
+                self._fail(group, RecorderClosed("the worker stops: this mail is not recorded"))
                 raise
             except Exception as exc:  # refused for good (write_all retries the rest)
-                self._fail(proven + group, exc)
-                proven = []
+                self._fail(group, exc)
                 continue
-            for answered in proven:
+            for answered in group:
                 if not answered.done.done():
                     answered.done.set_result(None)
-            proven = group
 
-    async def _step(self, answered: list[_Answered], proven: list[_Answered]) -> None:
-        """One request: the receipts of ``answered``, the ledger entries of ``proven``.
-
-        The receipt is the proof: the ledger says "done" only once Kafka holds it, so
-        an entry goes in the step after its receipt's, never in the same one."""
+    async def _write(self, group: list[_Answered]) -> None:
+        producer = self._producer()
+        receipts: list[Send] = [(self._topic, a.customer_key, a.receipt, None) for a in group]
+        await write_all(producer, receipts, self._partitions)
+        # The receipt is the proof: the ledger says "done" only once Kafka holds it.
         marks: dict[int, TableWrites] = {}
-        for a in proven:
+        for a in group:
             writes = marks.setdefault(a.partition, TableWrites(self._table, a.partition))
             writes[keys.key(a.customer_key, a.notice_id.encode())] = keys.MARK
-        receipts: list[Send] = [(self._topic, a.customer_key, a.receipt, None) for a in answered]
-        await write_entries(self._producer(), marks.values(), self._partitions, along=receipts)
+        await write_entries(producer, marks.values(), self._partitions)

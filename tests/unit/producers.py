@@ -33,29 +33,3 @@ class GatedProducer:
         log = self.log.setdefault((topic, partition), [])
         log.extend(records)
         return SimpleNamespace(offset=len(log) - len(records))  # the batch's first offset
-
-
-class SteppedProducer:
-    """Holds every batch until ``step()``, which writes all held ones as one request."""
-
-    def __init__(self) -> None:
-        self.requests: list[list[tuple[str, int, list[Any]]]] = []
-        self.log: dict[tuple[str, int], list[Any]] = {}
-        self._held: list[tuple[str, int, list[Any], asyncio.Future[Any]]] = []
-
-    create_batch = GatedProducer.create_batch
-
-    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
-        written: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._held.append((topic, partition, batch.records, written))
-        return written
-
-    def step(self) -> list[tuple[str, int, list[Any]]]:
-        """Write what is held, as the broker would answer one produce request."""
-        request, self._held = self._held, []
-        for topic, partition, records, written in request:
-            log = self.log.setdefault((topic, partition), [])
-            log.extend(records)
-            written.set_result(SimpleNamespace(offset=len(log) - len(records)))
-        self.requests.append([(topic, part, records) for topic, part, records, _ in request])
-        return self.requests[-1]

@@ -12,7 +12,7 @@ from faust.types import TP
 from preaviso.agents.produce import partition_for
 from preaviso.agents.receipts import Recorder, RecorderClosed
 from preaviso.streams import keys, scan
-from tests.unit.producers import GatedProducer, SteppedProducer
+from tests.unit.producers import GatedProducer
 from tests.unit.stores import Tables
 
 RECEIPTS = "x.receipts"
@@ -88,44 +88,6 @@ async def test_mails_answered_while_a_group_is_written_are_written_together_next
     assert all(rig.marked(0, f"C{n}".encode(), f"n{n}") for n in (1, 2, 3, 4))
     if rig.rocksdb:
         assert rig.persisted(0) == 3
-
-
-async def test_while_mails_keep_coming_each_request_carries_new_receipts_and_proven_entries(
-    tables: Tables,
-) -> None:
-    """One produce request a group, not two; an entry never shares a request with its
-    receipt, so Kafka never holds "done" without the proof."""
-    table = tables.table("delivered")
-    changelog = str(table.changelog_topic.get_topic_name())
-    producer = SteppedProducer()
-    recorder = Recorder(lambda: producer, RECEIPTS, table, partitions=2)
-
-    def answer(n: int) -> asyncio.Future[None]:
-        return asyncio.ensure_future(recorder.record(n % 2, f"C{n}".encode(), f"n{n}", b"r"))
-
-    def carried(request: list[tuple[str, int, list[Any]]]) -> tuple[list[bytes], list[bytes]]:
-        receipts = [key for topic, _, records in request if topic == RECEIPTS for key, _ in records]
-        entries = [key for topic, _, records in request if topic == changelog for key, _ in records]
-        return sorted(receipts), sorted(entries)
-
-    def entry(n: int) -> bytes:
-        return keys.key(f"C{n}".encode(), f"n{n}".encode())
-
-    first = [answer(1), answer(2)]
-    await settle()
-    assert carried(producer.step()) == ([b"C1", b"C2"], [])
-    second = [answer(3)]
-    await settle()
-    assert not any(f.done() for f in first)  # their receipts are in, their entries not yet
-    assert carried(producer.step()) == ([b"C3"], sorted([entry(1), entry(2)]))
-    await settle()
-    assert all(f.done() for f in first)
-    assert all(scan.read(table, n % 2, entry(n)) == keys.MARK for n in (1, 2))
-    assert carried(producer.step()) == ([], [entry(3)])
-    await asyncio.gather(*first, *second)
-    await settle()
-    assert len(producer.requests) == 3
-    assert producer.step() == []  # nothing left to write: the recorder is idle
 
 
 async def test_a_waiter_cancelled_by_a_stop_leaves_the_others_recorded(rig: Rig) -> None:
