@@ -34,8 +34,9 @@ and committed over):
   (aiokafka's ``seek_to_committed`` skips ``None`` and ``0``), so records fetched
   and then abandoned on a never-committed partition are never read again, and
   Faust, which has no committed offset to compare with, commits over the hole.
-  Fix: partitions without a committed offset go back to the beginning (the
-  app's ``auto_offset_reset`` is ``earliest``); changelogs are left to recovery.
+  Fix: partitions without a committed offset go back to offset 0, the beginning
+  (the app's ``auto_offset_reset`` is ``earliest``, which also applies should the
+  log start later); changelogs are left to recovery.
 
 And one change for speed, with the same behaviour: Faust's fetch loop hands every
 record to its streams through ``Service.wait_first``, four tasks and an
@@ -205,8 +206,11 @@ async def seek_to_committed(self: Any) -> Any:
     async def rewind() -> Any:
         committed = await consumer.seek_to_committed()
         never = [tp for tp, offset in committed.items() if not offset and not is_changelog(tp)]
-        if never:
-            await consumer.seek_to_beginning(*never)
+        for tp in never:
+            # Offset 0, not seek_to_beginning: its ListOffsets round trip took 0.5-1.2 s at
+            # times after a rebalance, the streams paused meanwhile. Below the log start,
+            # the first fetch's out-of-range reset (earliest) moves the partition there.
+            consumer.seek(tp, 0)
         return committed
 
     return await self.call_thread(rewind)
