@@ -224,11 +224,8 @@ class BulkLoader:
             _committed, self._pipe.app.consumer._thread, tps
         )
         for tp in tps:
-            offset = committed.get(tp)
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
+            # Never committed: offset 0, the beginning (as faust_fixes.seek_to_committed)
+            consumer.seek(tp, committed.get(tp) or 0)
 
     async def _load(self, consumer: AIOKafkaConsumer) -> bool:
         """Handle batch after batch; False once Faust's group has moved on.
