@@ -42,6 +42,7 @@ from preaviso.devtools.kafka_fetch import (
     resource,
     tail,
 )
+from preaviso.devtools.kafka_probe import probe_metadata
 
 # Dev machines have ~2 cores: a small heap and collector and a quick (C1-only) JIT start faster.
 DEFAULT_JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
@@ -86,42 +87,6 @@ def render_server_properties(
         host=host, port=port, controller_port=controller_port, log_dir=log_dir
     )
     return text + "".join(f"{k}={v}\n" for k, v in (extra or {}).items())
-
-
-# --------------------------------------------------------------------------- readiness
-
-
-def encode_metadata_request(correlation_id: int) -> bytes:
-    """Metadata v4 for no topics: the cheapest request that proves the broker serves."""
-    body = (
-        struct.pack(">hhih", 3, 4, correlation_id, 8) + b"preaviso" + struct.pack(">i?", 0, False)
-    )
-    return struct.pack(">i", len(body)) + body
-
-
-def decode_metadata_ports(payload: bytes, correlation_id: int) -> list[int]:
-    """Ports of the brokers listed in a Metadata v4 response (length prefix stripped)."""
-    corr, _throttle, count = struct.unpack_from(">iii", payload)
-    if corr != correlation_id:
-        raise ValueError("metadata response for another request")
-    pos, ports = 12, []
-    for _ in range(count):  # node_id int32, host string, port int32, rack nullable string
-        (host_len,) = struct.unpack_from(">h", payload, pos + 4)
-        port, rack_len = struct.unpack_from(">ih", payload, pos + 6 + host_len)
-        ports.append(port)
-        pos += 6 + host_len + 6 + max(rack_len, 0)
-    return ports
-
-
-def probe_metadata(host: str, port: int, timeout: float = 2.0) -> list[int]:
-    """One Metadata round trip; raises OSError/ValueError while the broker is not ready."""
-    with socket.create_connection((host, port), timeout=timeout) as sock, sock.makefile("rb") as f:
-        sock.sendall(encode_metadata_request(7))
-        (size,) = struct.unpack(">i", f.read(4))
-        payload = f.read(size)
-        if len(payload) != size:
-            raise ConnectionError("broker closed the connection")
-        return decode_metadata_ports(payload, 7)
 
 
 # --------------------------------------------------------------------------- broker

@@ -12,6 +12,7 @@ import pytest
 
 from preaviso.devtools import kafka as lk
 from preaviso.devtools import kafka_fetch as kf
+from preaviso.devtools import kafka_probe as probe
 
 
 def parse(text: str) -> dict[str, str]:
@@ -111,7 +112,7 @@ def test_missing_java_is_a_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_metadata_request_frame() -> None:
-    frame = lk.encode_metadata_request(42)
+    frame = probe.encode_metadata_request(42)
     (size,) = struct.unpack_from(">i", frame)
     assert size == len(frame) - 4
     assert struct.unpack_from(">hhi", frame, 4) == (3, 4, 42)  # Metadata, v4, correlation id
@@ -128,10 +129,10 @@ def metadata_response(corr: int, brokers: list[tuple[int, str, int, str | None]]
 
 def test_metadata_response_ports() -> None:
     payload = metadata_response(7, [(1, "127.0.0.1", 9092, None), (2, "h", 9093, "rack-a")])
-    assert lk.decode_metadata_ports(payload, 7) == [9092, 9093]
-    assert lk.decode_metadata_ports(metadata_response(7, []), 7) == []
+    assert probe.decode_metadata_ports(payload, 7) == [9092, 9093]
+    assert probe.decode_metadata_ports(metadata_response(7, []), 7) == []
     with pytest.raises(ValueError, match="another request"):
-        lk.decode_metadata_ports(payload, 8)
+        probe.decode_metadata_ports(payload, 8)
 
 
 def test_bootstrap_requires_start() -> None:
