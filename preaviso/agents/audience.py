@@ -7,11 +7,13 @@ customers of this partition (all of them, or those of the regions in scope).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from preaviso.agents.produce import write_chunked
-from preaviso.agents.stage import EventHandler, Outbox, run_stage
+from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.audience import Candidate, ImpactRecord, discontinuation_impacts, policy_impacts
 from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
 from preaviso.schemas.records import OwnedProduct
@@ -20,6 +22,22 @@ from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_upstream
 from preaviso.streams.scan import scan_prefix
+
+FAN_OUTS = 2
+"""Copies of a policy fanned out at once: one built while the other is written."""
+
+
+class FanOuts:
+    """Turns for fan-outs beside the loop: ``at_once`` at a time, a partition's in order."""
+
+    def __init__(self, partitions: int, at_once: int = FAN_OUTS) -> None:
+        self._at_once = asyncio.Semaphore(at_once)
+        self._in_order = [asyncio.Lock() for _ in range(partitions)]
+
+    @asynccontextmanager
+    async def turn(self, partition: int) -> AsyncIterator[None]:
+        async with self._in_order[partition], self._at_once:
+            yield
 
 
 class UnsupportedChangeError(ValueError):
@@ -66,12 +84,22 @@ def register(pipe: Pipeline) -> None:
 
         return handle
 
+    fan_outs = FanOuts(partitions)
+
     def customers_in_scope(_: Outbox) -> EventHandler:
-        async def handle(event: Any) -> None:
+        """A policy's copies, one per partition, fanned out beside the loop: one copy's
+        impacts are built while another's are written (the worker's CPU, then the
+        broker's). Two copies on one partition go one after the other, so the impacts
+        of a customer keep the order of their changes."""
+
+        async def handle(event: Any) -> Beside:
             change = decode(PolicyChanged, event.message.value)
-            partition = event.message.partition
-            found = candidates(customers, by_region, change, partition)
-            await write_impacts(policy_impacts(change, found, partition))
+            return fan_out(change, event.message.partition)
+
+        async def fan_out(change: PolicyChanged, partition: int) -> None:
+            async with fan_outs.turn(partition):
+                found = candidates(customers, by_region, change, partition)
+                await write_impacts(policy_impacts(change, found, partition))
 
         return handle
 
