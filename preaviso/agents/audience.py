@@ -17,7 +17,7 @@ from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.audience import Candidate, ImpactRecord, discontinuation_impacts, policy_impacts
 from preaviso.schemas.events import PolicyChanged, ProductDiscontinued
 from preaviso.schemas.records import OwnedProduct
-from preaviso.streams import keys
+from preaviso.streams import keys, scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.codecs import decode, decode_upstream
@@ -122,16 +122,17 @@ def candidates(
 
     All customers: the partition's own store, read whole. Some regions: the
     ``customers-by-region`` entries of each region, then each customer's entry
-    (a point read); an index entry whose customer has since moved is skipped.
+    (a point read of ``partition``, not of Faust's current event: a fan-out runs
+    beside the stage loop); an index entry whose customer has since moved is skipped.
     """
     if change.scope.all_customers:
-        for _, raw in scan_prefix(customers, partition, b""):
-            yield Candidate.read(raw)
+        for _, entry in scan_prefix(customers, partition, b""):
+            yield Candidate.read(entry)
         return
     for region in sorted(set(change.scope.regions)):
         group = keys.prefix(region.encode())
         for key, _ in scan_prefix(by_region, partition, group):
-            raw = customers.get(keys.member(key, group))
+            raw = scan.read(customers, partition, keys.member(key, group))
             found = Candidate.read(raw) if raw is not None else None
             if found is not None and found.region == region:
                 yield found
