@@ -8,10 +8,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from preaviso.devtools import stop_on_sigterm
 from preaviso.devtools.kafka import LocalKafka
 from preaviso.devtools.kafka_fetch import KafkaToolMissing, fetch_kafka
 
 ENV_TEST_BOOTSTRAP = "PREAVISO_TEST_KAFKA_BOOTSTRAP"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, a ``kill``) acts as Ctrl-C: pytest ends the session and
+    the fixtures stop the broker, mail servers and workers they started. By default
+    SIGTERM ended pytest at once and they lived on (seen: a broker left running)."""
+    stop_on_sigterm()
 
 
 @pytest.fixture(scope="session")
