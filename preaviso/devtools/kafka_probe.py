@@ -1,7 +1,7 @@
 """Is the local broker serving? One Kafka Metadata request over a plain socket.
 
-Why not aiokafka: its client retries and logs while the broker starts; the readiness
-loop wants one cheap round trip that either answers with the broker's ports or fails.
+``LocalKafka`` waits for its broker synchronously (no event loop), so the probe is one
+blocking round trip that either lists the brokers' ports or raises.
 """
 
 from __future__ import annotations
