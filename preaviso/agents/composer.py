@@ -15,9 +15,8 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
 from typing import Protocol
 
 from preaviso import compose_child
@@ -30,16 +29,33 @@ log = logging.getLogger("preaviso.composer")
 
 TIMEOUT = 60.0
 """Seconds a batch may take in a child (it takes ~25 ms) before the child is taken for
-hung: it is killed, and the batch read again with a new one."""
+hung and killed. Starting the children does not count (``STARTUP``)."""
 
+STARTUP = 60.0
+"""Seconds new children may take to start (~1 s) before the composer is taken for
+unavailable: children that cannot start are no notice's fault."""
 
 KILLED = "ChildProcessError"
 """The error type a notice's dead letter names when composing it killed the composing
 process, alone, twice."""
 
+HUNG = "TimeoutError"
+"""The error type a notice's dead letter names when composing it took over ``TIMEOUT``,
+alone, twice, while the rest of its batch composed."""
 
-class _ChildDied(Exception):
-    """A child process died while it composed a batch."""
+
+class _ChildFailed(Exception):
+    """A child process died or hung while it composed a batch; says what it did."""
+
+    error_type = ""
+
+
+class _ChildDied(_ChildFailed):
+    error_type = KILLED
+
+
+class _ChildHung(_ChildFailed):
+    error_type = HUNG
 
 
 class ComposerUnavailableError(RuntimeError):
@@ -86,14 +102,16 @@ class ProcessComposer:
     """Composes in ``processes`` child processes, started fresh (spawn: the worker has threads).
 
     Each child builds its own ``Renderer`` once (``compose_child``). A job list is split
-    evenly between the children. When a child dies, the batch is composed again by new
-    children, in halves, and the halves that kill one again in halves, down to single
-    notices: a notice that kills a child alone, twice, comes back as an error (``KILLED``)
-    for notify to dead-letter, and the rest of its batch is composed. Without that, such
-    a notice would fail its batch, and every later batch of its partition, forever. A
-    child that takes longer than ``TIMEOUT`` is killed and fails its batch (notify reads
-    it again from its committed offsets): a slow machine must not dead-letter notices.
-    ``work`` is what a child runs on a list of jobs (tests pass one that misbehaves).
+    evenly between the children. When a child dies or hangs (``TIMEOUT``) on a batch, it
+    is replaced and the batch composed again in halves, and a half that fails again in
+    halves, down to single notices: a notice that fails alone, twice, comes back as an
+    error (``KILLED``, ``HUNG``) for notify to dead-letter, and the rest of its batch is
+    composed. Without that, such a notice would fail its batch, and every later batch
+    of its partition, forever. What is no notice's fault raises
+    ``ComposerUnavailableError`` (notify reads the batch again from its committed
+    offsets, with backoff): children that do not start, and a hang in both halves of
+    a batch (a machine too slow, not one notice). ``work`` is what a child runs on a
+    list of jobs, ``start`` its initializer (tests pass ones that misbehave).
     """
 
     def __init__(
@@ -102,6 +120,7 @@ class ProcessComposer:
         processes: int,
         *,
         work: Callable[[list[Job]], list[Composed]] = compose_child.compose_all,
+        start: Callable[[Settings], None] = compose_child.start,
     ) -> None:
         # The settings a child needs carry no passwords (its environment is still the
         # worker's, as for any child process).
@@ -110,7 +129,9 @@ class ProcessComposer:
         )
         self._processes = processes
         self._work = work
+        self._start = start
         self._pool: ProcessPoolExecutor | None = None
+        self._starting: list[Future[None]] = []
         self._closed = False
 
     def start(self) -> None:
@@ -123,46 +144,74 @@ class ProcessComposer:
             return []
         try:
             return await self._compose(jobs)
-        except _ChildDied:
+        except _ChildFailed as failure:
             log.warning(
-                "a process composing %d notices died; composing them again, in parts", len(jobs)
+                "a process composing %d notices %s; composing them again, in parts",
+                len(jobs),
+                failure,
             )
         return await self._isolate(jobs)
 
     async def _isolate(self, jobs: Sequence[Job]) -> list[Composed]:
-        """Compose ``jobs``, on which a child just died: in halves, down to the notice (if
-        any) that kills a child by itself; that one is tried alone once more (a child may
-        also die of something else, an operator's kill or the OOM killer)."""
+        """Compose ``jobs``, on which a child just died or hung: in halves, down to the
+        notice (if any) that fails by itself; that one is tried alone once more (a child
+        may also die of something else, an operator's kill or the OOM killer)."""
         if len(jobs) == 1:
-            with suppress(_ChildDied):
-                return await self._compose(jobs)
-            log.warning("a notice killed the process composing it, twice: dead-lettered")
-            reason = "composing this notice killed the composing process, twice"
-            return [Composed(None, KILLED, reason)]
-        results: list[Composed] = []
-        half = len(jobs) // 2
-        for part in (jobs[:half], jobs[half:]):
             try:
-                results += await self._compose(part)
-            except _ChildDied:
-                results += await self._isolate(part)
+                return await self._compose(jobs)
+            except _ChildFailed as failure:
+                log.warning("composing a notice %s, twice: dead-lettered", failure)
+                reason = f"composing this notice {failure}, twice"
+                return [Composed(None, failure.error_type, reason)]
+        half = len(jobs) // 2
+        parts = (jobs[:half], jobs[half:])
+        done: list[list[Composed] | _ChildFailed] = []
+        for part in parts:
+            try:
+                done.append(await self._compose(part))
+            except _ChildFailed as failure:
+                done.append(failure)
+        if all(isinstance(outcome, _ChildHung) for outcome in done):
+            raise ComposerUnavailableError(
+                f"composing took over {TIMEOUT:g}s, in both halves of a batch as well: "
+                "the composing processes are too slow, not one notice at fault"
+            )
+        results: list[Composed] = []
+        for part, outcome in zip(parts, done, strict=True):
+            results += await self._isolate(part) if isinstance(outcome, _ChildFailed) else outcome
         return results
 
     async def _compose(self, jobs: Sequence[Job]) -> list[Composed]:
         pool = self._ensure()
+        await self._started()
         share = -(-len(jobs) // self._processes)
         parts = [list(jobs[i : i + share]) for i in range(0, len(jobs), share)]
-        futures = [asyncio.wrap_future(pool.submit(self._work, p)) for p in parts]
         try:
+            futures = [asyncio.wrap_future(pool.submit(self._work, p)) for p in parts]
             done = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
         except BrokenProcessPool as exc:
             self._drop()
-            raise _ChildDied from exc
+            raise _ChildDied("killed the composing process") from exc
         except TimeoutError as exc:
             log.warning("composing %d notices took over %gs; new processes", len(jobs), TIMEOUT)
             self._drop(kill=True)
-            raise ComposerUnavailableError(f"composing took over {TIMEOUT:g}s") from exc
+            raise _ChildHung(f"took over {TIMEOUT:g}s") from exc
         return [result for part in done for result in part]
+
+    async def _started(self) -> None:
+        """Wait for new children to start: ``ComposerUnavailableError`` if they cannot."""
+        if not self._starting:
+            return
+        try:
+            waits = [asyncio.wrap_future(f) for f in self._starting]
+            await asyncio.wait_for(asyncio.gather(*waits), STARTUP)
+        except (BrokenProcessPool, TimeoutError) as exc:
+            self._drop(kill=True)
+            raise ComposerUnavailableError(
+                f"the composing processes did not start ({type(exc).__name__}); "
+                "see the worker's log for the child's error"
+            ) from exc
+        self._starting = []
 
     def close(self) -> None:
         """The worker stops: a later ``compose`` raises until ``start``."""
@@ -176,15 +225,18 @@ class ProcessComposer:
             self._pool = ProcessPoolExecutor(
                 max_workers=self._processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=compose_child.start,
+                initializer=self._start,
                 initargs=(self._settings,),
             )
-            for _ in range(self._processes):  # start them now, not on the first batch
-                self._pool.submit(compose_child.ready)
+            # Start them now, not on the first batch; a batch waits until they have.
+            self._starting = [
+                self._pool.submit(compose_child.ready) for _ in range(self._processes)
+            ]
         return self._pool
 
     def _drop(self, *, kill: bool = False) -> None:
         pool, self._pool = self._pool, None
+        self._starting = []
         if pool is None:
             return
         if kill:  # a hung child would never take the shutdown

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from preaviso.agents import composer as composer_module
 from preaviso.agents.composer import (
+    HUNG,
     KILLED,
     ComposerUnavailableError,
     InlineComposer,
@@ -26,7 +27,14 @@ from preaviso.mail.smtp_client import canonical
 from preaviso.schemas.records import Notice
 from preaviso.settings import Settings
 from preaviso.streams.codecs import decode, encode
-from tests.unit.composer_faults import POISON, compose_or_die
+from tests.unit.composer_faults import (
+    HANG,
+    POISON,
+    cannot_start,
+    compose_or_die,
+    compose_or_hang,
+    hang_always,
+)
 
 SETTINGS = Settings(
     message_id_domain="notices.example.com",
@@ -139,18 +147,67 @@ async def test_a_closed_composer_composes_nothing_more() -> None:
     assert composer._pool is None
 
 
-async def test_a_hung_child_is_killed_and_the_next_batch_gets_a_new_one(
+async def test_a_notice_that_hangs_its_child_is_an_error_and_the_rest_of_the_batch_composes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(composer_module, "TIMEOUT", 2.0)  # a batch of three takes ~1 ms
+    composer = ProcessComposer(SETTINGS, processes=1, work=compose_or_hang)
+    composer.start()
+    try:
+        batch = jobs()[:3]
+        batch.insert(1, Job(HANG, batch[0].entry))
+        results = await composer.compose(batch)
+        after = await composer.compose(jobs())  # the next batch: a child as usual
+    finally:
+        composer.close()
+
+    reference = await InlineComposer(SETTINGS).compose(jobs())
+    hung = results.pop(1)
+    assert (hung.notice, hung.error_type) == (None, HUNG)
+    assert hung.reason == "composing this notice took over 2s, twice"
+    for result, expected in ((results, reference[:3]), (after, reference)):
+        assert [without_date(r) if r.notice else r for r in result] == [
+            without_date(r) if r.notice else r for r in expected
+        ]
+
+
+async def test_a_hang_in_both_halves_of_a_batch_is_the_composers_not_a_notices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(composer_module, "TIMEOUT", 0.5)
+    composer = ProcessComposer(SETTINGS, processes=1, work=hang_always)
+    composer.start()
+    try:
+        with pytest.raises(ComposerUnavailableError, match="both halves"):
+            await composer.compose(jobs())  # no notice comes back dead-lettered
+    finally:
+        composer.close()
+
+
+async def test_a_hung_child_is_replaced_for_the_next_batch(
     in_child: ProcessComposer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await in_child.compose(jobs())  # the children are up
     monkeypatch.setattr(composer_module, "TIMEOUT", 0.0)  # nothing is that fast
 
-    with pytest.raises(ComposerUnavailableError, match="took over"):
+    with pytest.raises(ComposerUnavailableError, match="took over 0s"):
         await in_child.compose(jobs())
     monkeypatch.setattr(composer_module, "TIMEOUT", 60.0)
     again = await in_child.compose(jobs())
 
     assert sum(r.notice is not None for r in again) == len(PEOPLE)
+
+
+async def test_children_that_cannot_start_dead_letter_nothing() -> None:
+    composer = ProcessComposer(SETTINGS, processes=1, start=cannot_start)
+    composer.start()
+    try:
+        with pytest.raises(ComposerUnavailableError, match="did not start"):
+            await composer.compose(jobs())
+        with pytest.raises(ComposerUnavailableError, match="did not start"):
+            await composer.compose(jobs())  # and again, with new children: not a notice's
+    finally:
+        composer.close()
 
 
 async def test_nothing_to_compose_needs_no_process() -> None:
