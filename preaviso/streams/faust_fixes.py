@@ -45,6 +45,14 @@ rebalance can interrupt a hand-over that waits for room in a full queue. Nearly
 every hand-over does not wait: ``wait_first`` below runs it inline up to its first
 wait, and only one that does wait goes on as Faust's tasks, unchanged.
 
+And one stall: Faust builds its consumer with ``fetch_max_wait_ms=1500``, fixed in its
+code. aiokafka sends one fetch at a time to a broker, and leaves out the partitions
+that are paused or still hold fetched records; when every partition left is quiet,
+the broker holds that fetch for 1.5 s, and a stream partition that has room again
+meanwhile waits for it to come back. Deliver stood idle for 0.4-0.85 s in the middle
+of benchmark runs. Fix: the worker's consumer waits ``FETCH_MAX_WAIT`` (a new record
+still comes back at once; an idle worker asks ten times a second).
+
 And one crash: Faust's livelock check (``verify_event_path``, every few seconds) reads
 each assigned partition's position, and aiokafka asserts that there is one. Right
 after a rebalance a partition can be assigned and fetched for before its position
@@ -75,6 +83,10 @@ __all__ = ["applied", "apply", "revert"]
 BUFFERED_POLL = 0.02
 """Seconds a fetch waits while a partition is paused for a full stream queue (Faust: 1)."""
 
+FETCH_MAX_WAIT = 0.1
+"""Seconds the broker may hold a fetch of the worker's consumer that finds no record
+(Faust: 1.5); as long as a stream partition with room again may wait to be fetched."""
+
 _ORIGINAL: dict[tuple[type, str], Any] = {
     (Recovery, "on_recovery_completed"): Recovery.on_recovery_completed,
     (Recovery, "_resume_streams"): Recovery._resume_streams,
@@ -85,6 +97,10 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (Consumer, "_wait_next_records"): Consumer._wait_next_records,
     (TableManager, "on_partitions_revoked"): TableManager.on_partitions_revoked,
     (AIOKafkaConsumerThread, "verify_event_path"): AIOKafkaConsumerThread.verify_event_path,
+    (
+        AIOKafkaConsumerThread,
+        "_create_worker_consumer",
+    ): AIOKafkaConsumerThread._create_worker_consumer,
 }
 
 
@@ -296,6 +312,14 @@ def verify_event_path(self: Any, now: float, tp: TP) -> None:
     return _ORIGINAL[AIOKafkaConsumerThread, "verify_event_path"](self, now, tp)  # type: ignore[no-any-return]
 
 
+def create_worker_consumer(self: Any, transport: Any) -> Any:
+    """Faust's worker consumer, with fetches held ``FETCH_MAX_WAIT`` at most. aiokafka
+    reads the setting when the consumer starts, which is later."""
+    consumer = _ORIGINAL[AIOKafkaConsumerThread, "_create_worker_consumer"](self, transport)
+    consumer._fetch_max_wait_ms = int(FETCH_MAX_WAIT * 1000)
+    return consumer
+
+
 _FIXED: dict[tuple[type, str], Any] = {
     (Recovery, "on_recovery_completed"): on_recovery_completed,
     (Recovery, "_resume_streams"): _resume_streams,
@@ -306,6 +330,7 @@ _FIXED: dict[tuple[type, str], Any] = {
     (Consumer, "_wait_next_records"): _wait_next_records,
     (TableManager, "on_partitions_revoked"): halt_bulk_on_revoke,
     (AIOKafkaConsumerThread, "verify_event_path"): verify_event_path,
+    (AIOKafkaConsumerThread, "_create_worker_consumer"): create_worker_consumer,
 }
 
 
