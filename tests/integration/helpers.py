@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
 from preaviso.devtools.worker import settings_env
@@ -83,3 +83,14 @@ def read_topic(settings: Settings, name: str, expect: int, timeout: float = 30) 
 
 def records_as_json(records: Iterable[Any]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]
+
+
+async def write_numbered(bootstrap: str, tp: TopicPartition, count: int) -> None:
+    """Write ``r0``, ``r1``, ... (``count`` records) to one partition, each acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(count):
+            await producer.send_and_wait(tp.topic, f"r{n}".encode(), partition=tp.partition)
+    finally:
+        await producer.stop()

@@ -14,12 +14,13 @@ import asyncio
 import time
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from preaviso.settings import Settings
 from preaviso.streams import faust_fixes
 from preaviso.streams.app import create_app
 from preaviso.streams.topics import NOTICES, ensure_topics
+from tests.integration.helpers import write_numbered
 
 
 @pytest.fixture
@@ -34,13 +35,7 @@ async def resumed_after(settings: Settings, *, fixed: bool) -> float:
     await ensure_topics(settings)
     busy = TopicPartition(settings.topic(NOTICES.name), 0)
     quiet = TopicPartition(settings.topic(NOTICES.name), 1)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n in range(3):
-            await producer.send_and_wait(busy.topic, f"r{n}".encode(), partition=0)
-    finally:
-        await producer.stop()
+    await write_numbered(settings.kafka_bootstrap, busy, 3)
 
     app = create_app(settings, register_agents=False).app  # applies faust_fixes
     assert faust_fixes.applied()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import RecordsToDelete
 
 from preaviso.settings import Settings
 from preaviso.streams.kafka import connect_admin
 from preaviso.streams.topics import NOTICES, ensure_topics
+from tests.integration.helpers import write_numbered
 
 
 async def test_offset_0_below_the_log_start_reads_from_the_log_start(
@@ -22,13 +23,7 @@ async def test_offset_0_below_the_log_start_reads_from_the_log_start(
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, partitions=1)
     await ensure_topics(settings)
     tp = TopicPartition(settings.topic(NOTICES.name), 0)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n in range(5):
-            await producer.send_and_wait(tp.topic, f"r{n}".encode(), partition=0)
-    finally:
-        await producer.stop()
+    await write_numbered(kafka_bootstrap, tp, 5)
     admin = await connect_admin(settings)
     try:
         await admin.delete_records({tp: RecordsToDelete(before_offset=3)})  # log start: 3
