@@ -31,6 +31,10 @@ TIMEOUT = 60.0
 """Seconds a batch may take in a child (it takes ~25 ms) before the child is taken for
 hung and killed. Starting the children does not count (``STARTUP``)."""
 
+ALONE = 6.0
+"""Seconds at least for a part of a batch being narrowed down (one notice takes ~0.1
+ms): a part gets its share of ``TIMEOUT``, never less than this."""
+
 STARTUP = 60.0
 """Seconds new children may take to start (~1 s) before the composer is taken for
 unavailable: children that cannot start are no notice's fault."""
@@ -40,8 +44,8 @@ KILLED = "ChildProcessError"
 process, alone, twice."""
 
 HUNG = "TimeoutError"
-"""The error type a notice's dead letter names when composing it took over ``TIMEOUT``,
-alone, twice, while the rest of its batch composed."""
+"""The error type a notice's dead letter names when composing it alone timed out twice,
+new children having started and answered each time."""
 
 
 class _ChildFailed(Exception):
@@ -107,10 +111,12 @@ class ProcessComposer:
     halves, down to single notices: a notice that fails alone, twice, comes back as an
     error (``KILLED``, ``HUNG``) for notify to dead-letter, and the rest of its batch is
     composed. Without that, such a notice would fail its batch, and every later batch
-    of its partition, forever. What is no notice's fault raises
+    of its partition, forever. A part being narrowed down gets its share of
+    ``TIMEOUT`` (at least ``ALONE``), so one hanging notice in 250 costs ~2.5 minutes.
+    Every attempt after a failure waits first for new children to start and answer
+    (``STARTUP``): children that cannot, the machine's fault and no notice's, raise
     ``ComposerUnavailableError`` (notify reads the batch again from its committed
-    offsets, with backoff): children that do not start, and a hang in both halves of
-    a batch (a machine too slow, not one notice). ``work`` is what a child runs on a
+    offsets, with backoff) and dead-letter nothing. ``work`` is what a child runs on a
     list of jobs, ``start`` its initializer (tests pass ones that misbehave).
     """
 
@@ -152,58 +158,57 @@ class ProcessComposer:
             )
         return await self._isolate(jobs)
 
-    async def _isolate(self, jobs: Sequence[Job]) -> list[Composed]:
+    async def _isolate(self, jobs: Sequence[Job], batch: int | None = None) -> list[Composed]:
         """Compose ``jobs``, on which a child just died or hung: in halves, down to the
-        notice (if any) that fails by itself; that one is tried alone once more (a child
-        may also die of something else, an operator's kill or the OOM killer)."""
+        notices (if any) that fail by themselves; each is tried alone once more (a child
+        may also die of something else, an operator's kill or the OOM killer). ``batch``
+        is the size of the batch they came from, which sets their share of ``TIMEOUT``."""
+        batch = batch or len(jobs)
         if len(jobs) == 1:
             try:
-                return await self._compose(jobs)
+                return await self._compose(jobs, self._share(1, batch))
             except _ChildFailed as failure:
                 log.warning("composing a notice %s, twice: dead-lettered", failure)
                 reason = f"composing this notice {failure}, twice"
                 return [Composed(None, failure.error_type, reason)]
         half = len(jobs) // 2
-        parts = (jobs[:half], jobs[half:])
-        done: list[list[Composed] | _ChildFailed] = []
-        for part in parts:
-            try:
-                done.append(await self._compose(part))
-            except _ChildFailed as failure:
-                done.append(failure)
-        if all(isinstance(outcome, _ChildHung) for outcome in done):
-            raise ComposerUnavailableError(
-                f"composing took over {TIMEOUT:g}s, in both halves of a batch as well: "
-                "the composing processes are too slow, not one notice at fault"
-            )
         results: list[Composed] = []
-        for part, outcome in zip(parts, done, strict=True):
-            results += await self._isolate(part) if isinstance(outcome, _ChildFailed) else outcome
+        for part in (jobs[:half], jobs[half:]):
+            try:
+                results += await self._compose(part, self._share(len(part), batch))
+            except _ChildFailed:
+                results += await self._isolate(part, batch)
         return results
 
-    async def _compose(self, jobs: Sequence[Job]) -> list[Composed]:
+    @staticmethod
+    def _share(jobs: int, batch: int) -> float:
+        return max(ALONE, TIMEOUT * jobs / batch)
+
+    async def _compose(self, jobs: Sequence[Job], within: float | None = None) -> list[Composed]:
+        timeout = TIMEOUT if within is None else within
         pool = self._ensure()
-        await self._started()
+        while self._starting:  # new children: their start is not the batch's time
+            await self._started()
+            pool = self._ensure()  # the same pool, unless it was dropped meanwhile
         share = -(-len(jobs) // self._processes)
         parts = [list(jobs[i : i + share]) for i in range(0, len(jobs), share)]
         try:
             futures = [asyncio.wrap_future(pool.submit(self._work, p)) for p in parts]
-            done = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
+            done = await asyncio.wait_for(asyncio.gather(*futures), timeout)
         except BrokenProcessPool as exc:
             self._drop()
             raise _ChildDied("killed the composing process") from exc
         except TimeoutError as exc:
-            log.warning("composing %d notices took over %gs; new processes", len(jobs), TIMEOUT)
+            log.warning("composing %d notices took over %gs; new processes", len(jobs), timeout)
             self._drop(kill=True)
-            raise _ChildHung(f"took over {TIMEOUT:g}s") from exc
+            raise _ChildHung(f"took over {timeout:g}s") from exc
         return [result for part in done for result in part]
 
     async def _started(self) -> None:
         """Wait for new children to start: ``ComposerUnavailableError`` if they cannot."""
-        if not self._starting:
-            return
+        starting = self._starting
         try:
-            waits = [asyncio.wrap_future(f) for f in self._starting]
+            waits = [asyncio.wrap_future(f) for f in starting]
             await asyncio.wait_for(asyncio.gather(*waits), STARTUP)
         except (BrokenProcessPool, TimeoutError) as exc:
             self._drop(kill=True)
@@ -211,7 +216,8 @@ class ProcessComposer:
                 f"the composing processes did not start ({type(exc).__name__}); "
                 "see the worker's log for the child's error"
             ) from exc
-        self._starting = []
+        if self._starting is starting:  # not a newer pool's
+            self._starting = []
 
     def close(self) -> None:
         """The worker stops: a later ``compose`` raises until ``start``."""
@@ -228,7 +234,8 @@ class ProcessComposer:
                 initializer=self._start,
                 initargs=(self._settings,),
             )
-            # Start them now, not on the first batch; a batch waits until they have.
+            # Start them now, not on the first batch; a batch waits until the pool has
+            # answered (with several children, one may answer for the others).
             self._starting = [
                 self._pool.submit(compose_child.ready) for _ in range(self._processes)
             ]

@@ -37,12 +37,6 @@ def compose_or_hang(jobs: list[Job]) -> list[Composed]:
     return compose_child.compose_all(jobs)
 
 
-def hang_always(jobs: list[Job]) -> list[Composed]:
-    """A child too slow for anything (a starved machine): every batch hangs."""
-    while True:
-        time.sleep(60)
-
-
 def cannot_start(settings: Settings) -> None:
     """A child that fails in its initializer (a broken install, say)."""
     raise ImportError("no module named 'jinja2' (a broken install)")

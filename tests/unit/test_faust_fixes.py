@@ -307,3 +307,17 @@ async def test_the_livelock_check_skips_a_partition_that_has_no_position_yet(
     state.seek(7)  # a position: Faust's check goes on as before
     faust_fixes.verify_event_path(thread, 5.0, TP("x.notices", 0))
     assert checked == [TP("x.notices", 0)]
+
+
+async def test_the_worker_consumer_holds_a_fetch_the_fixed_wait_at_most(tmp_path: Any) -> None:
+    app = create_app(Settings(data_dir=tmp_path, store="memory://"), register_agents=False).app
+
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    faust_fixes.revert()
+    try:
+        fausts = app.consumer._thread._create_worker_consumer(app.transport)
+    finally:
+        faust_fixes.apply()
+
+    # aiokafka hands this attribute to its fetcher when the consumer starts.
+    assert (consumer._fetch_max_wait_ms, fausts._fetch_max_wait_ms) == (100, 1500)
