@@ -41,8 +41,10 @@ async def resumed_after(settings: Settings, *, fixed: bool) -> float:
     assert faust_fixes.applied()
     if not fixed:
         faust_fixes.revert()
+    thread = app.consumer._thread
+    thread.thread_loop.close()  # the consumer thread's own loop: not needed here
     try:
-        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        consumer = thread._create_worker_consumer(app.transport)
     finally:
         faust_fixes.apply()
     await consumer.start()

@@ -312,12 +312,16 @@ async def test_the_livelock_check_skips_a_partition_that_has_no_position_yet(
 async def test_the_worker_consumer_holds_a_fetch_the_fixed_wait_at_most(tmp_path: Any) -> None:
     app = create_app(Settings(data_dir=tmp_path, store="memory://"), register_agents=False).app
 
-    consumer = app.consumer._thread._create_worker_consumer(app.transport)
-    faust_fixes.revert()
+    thread = app.consumer._thread
     try:
-        fausts = app.consumer._thread._create_worker_consumer(app.transport)
+        consumer = thread._create_worker_consumer(app.transport)
+        faust_fixes.revert()
+        try:
+            fausts = thread._create_worker_consumer(app.transport)
+        finally:
+            faust_fixes.apply()
     finally:
-        faust_fixes.apply()
+        thread.thread_loop.close()  # the consumer thread's own loop, never started
 
     # aiokafka hands this attribute to its fetcher when the consumer starts.
     assert (consumer._fetch_max_wait_ms, fausts._fetch_max_wait_ms) == (100, 1500)
