@@ -246,8 +246,8 @@ class ProcessComposer:
         self._starting = []
         if pool is None:
             return
-        if kill:  # a hung child would never take the shutdown
-            for child in multiprocessing.active_children():
+        if kill:  # a hung child would never take the shutdown; only this pool's children
+            for child in list((getattr(pool, "_processes", None) or {}).values()):
                 child.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 
