@@ -26,6 +26,8 @@ from preaviso.agents.bulk import TableWrites, write_entries
 from preaviso.agents.produce import Send, write_all
 from preaviso.streams import keys
 
+NOT_RECORDED = "the worker stops: this mail is not recorded"
+
 
 class RecorderClosed(Exception):
     """The worker stops before this mail's receipt and ledger entry were written."""
@@ -60,7 +62,7 @@ class Recorder:
         """Return once the receipt and then the ledger entry are in Kafka, and the entry
         stored; ``RecorderClosed`` if the worker stops first."""
         if self._closed:
-            raise RecorderClosed("the worker stops: this mail is not recorded")
+            raise RecorderClosed(NOT_RECORDED)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Answered(partition, customer_key, notice_id, receipt, done))
         if self._task is None or self._task.done():
@@ -79,7 +81,7 @@ class Recorder:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        self._fail(self._waiting, RecorderClosed("the worker stops: this mail is not recorded"))
+        self._fail(self._waiting, RecorderClosed(NOT_RECORDED))
         self._waiting = []
 
     @staticmethod
@@ -94,7 +96,7 @@ class Recorder:
             try:
                 await self._write(group)
             except asyncio.CancelledError:  # close(): never a waiter's cancellation
-                self._fail(group, RecorderClosed("the worker stops: this mail is not recorded"))
+                self._fail(group, RecorderClosed(NOT_RECORDED))
                 raise
             except Exception as exc:  # refused for good (write_all retries the rest)
                 self._fail(group, exc)
