@@ -50,7 +50,14 @@ async def write_all(
     last: dict[tuple[str, int], int] = {}
     attempt = 0
     while queued:
-        sent = await _submit(producer, queued)
+        try:
+            sent = await _submit(producer, queued)
+        except Exception as exc:  # refused before a request went out: no metadata, no room
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            await _wait_to_retry(attempt, queued, exc)
+            continue  # every record again (a batch already sent may land twice)
         send_now(producer)
         results = [
             SendInterruptedError("the send was cancelled before Kafka answered")
@@ -72,15 +79,22 @@ async def write_all(
         if not is_transient(failure):
             raise failure
         attempt += 1
-        log.warning(
-            "writing %d records failed (%s); retry %d in %.1fs",
-            sum(len(v) for v in again.values()),
-            failure_name(failure),
-            attempt,
-            backoff(attempt),
-        )
-        await asyncio.sleep(backoff(attempt))
+        await _wait_to_retry(attempt, again, failure)
     return last
+
+
+async def _wait_to_retry(
+    attempt: int, queued: dict[Any, list[Any]], failure: BaseException
+) -> None:
+    delay = backoff(attempt)
+    log.warning(
+        "writing %d records failed (%s); retry %d in %.1fs",
+        sum(len(v) for v in queued.values()),
+        failure_name(failure),
+        attempt,
+        delay,
+    )
+    await asyncio.sleep(delay)
 
 
 CHUNK = 5000

@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    UnknownTopicOrPartitionError,
+)
 from faust.types import TP
 
 from preaviso.agents import bulk, produce
@@ -213,6 +217,41 @@ async def test_a_batch_whose_future_was_cancelled_is_written_again(monkeypatch: 
 
     assert producer.log["t", 0] == [(b"k", b"v")]
     assert last == {("t", 0): 0}
+
+
+async def test_a_batch_the_producer_refuses_before_sending_it_is_written_again(
+    monkeypatch: Any,
+) -> None:
+    """aiokafka raises some errors from ``send_batch`` itself, not through its future (no
+    metadata for the topic yet, no room in its buffer): Kafka's trouble too, tried again."""
+    monkeypatch.setattr(produce, "backoff", lambda attempt: 0)
+    producer = FakeProducer(failing=("none", 0))
+    sending = producer.send_batch
+    refusals = [KafkaTimeoutError(), UnknownTopicOrPartitionError()]
+
+    async def refused_twice(batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        if refusals:
+            raise refusals.pop(0)
+        return await sending(batch, topic, partition=partition)
+
+    producer.send_batch = refused_twice  # type: ignore[method-assign]
+
+    last = await produce.write_all(producer, [("t", b"k", b"v", 0)], 2)
+
+    assert producer.log["t", 0] == [(b"k", b"v")]
+    assert last == {("t", 0): 0}
+
+
+async def test_a_refusal_for_good_from_send_batch_is_raised(monkeypatch: Any) -> None:
+    producer = FakeProducer(failing=("none", 0))
+
+    async def too_large(batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        raise MessageSizeTooLargeError()
+
+    producer.send_batch = too_large  # type: ignore[method-assign]
+
+    with pytest.raises(MessageSizeTooLargeError):
+        await produce.write_all(producer, [("t", b"k", b"v", 0)], 2)
 
 
 async def test_a_fan_out_is_written_a_chunk_at_a_time(monkeypatch: Any) -> None:
