@@ -27,6 +27,7 @@ from typing import Any
 import mode
 
 from preaviso.agents import hold, ledger
+from preaviso.agents.outbox import failure_name
 from preaviso.agents.receipts import Recorder, RecorderClosed
 from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
@@ -139,8 +140,7 @@ def resend_bound(settings: Settings) -> int:
     """Most mails one crash can send again: those in flight on the connections, and those
     answered whose ledger entry is not in Kafka yet (``receipts.Recorder``):
     ``PREAVISO_SMTP_UNRECORDED_MAX``, by default as many as the connections, at least
-    ``RECORDING_MIN``. Plus one while deliver-retry sends a parked notice (it takes no
-    connection slot)."""
+    ``RECORDING_MIN``. deliver-retry's mails take their place in the same window."""
     connections, window = settings.smtp_connections, settings.smtp_unrecorded_max
     return connections + (max(connections, RECORDING_MIN) if window is None else window)
 
@@ -291,7 +291,31 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 )
                 receipt = outcome
             answered()
-            await recorder.record(event.message.partition, key, notice.notice_id, encode(receipt))
+            await record(event.message.partition, key, notice.notice_id, encode(receipt))
+
+    async def record(partition: int, key: bytes, notice_id: str, receipt: bytes) -> None:
+        """Record an answered mail until Kafka holds it: a failed write is tried again,
+        never the mail (handled again, the stage would send it again, once per failure).
+        The mail keeps its place in the unrecorded window meanwhile."""
+        failures = 0
+        while True:
+            try:
+                await recorder.record(partition, key, notice_id, receipt)
+                return
+            except RecorderClosed:
+                raise
+            except Exception as exc:  # Kafka refused it, or timed out: the mail is sent
+                failures += 1
+                delay = backoff(min(failures, 10))
+                log.warning(
+                    "recording notice %s failed (%s); again in %.1fs, not sent again",
+                    notice_id,
+                    failure_name(exc),
+                    delay,
+                )
+                if not await pause(delay):
+                    stopping = "the worker stops while a sent mail waits to be recorded"
+                    raise Interrupted(stopping) from exc
 
     slots = asyncio.Semaphore(settings.smtp_connections)
     bound = resend_bound(settings)
@@ -348,7 +372,10 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             try:
                 if not await pause(min(wait, RETRY_MAX_DELAY)):
                     raise Interrupted("the worker stops while a parked notice waits")
-                await attempt(outbox, event, notice, parked.first_attempt_at, parked.attempts + 1)
+                async with unrecorded:  # deliver's window counts this mail too
+                    await attempt(
+                        outbox, event, notice, parked.first_attempt_at, parked.attempts + 1
+                    )
             except (Interrupted, RecorderClosed):
                 await hold.let_go(app, event)
 

@@ -4,6 +4,7 @@ stop that cannot wait for its receipt gives it back instead (it is read and sent
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,10 +13,11 @@ import pytest
 
 from preaviso.agents import deliver
 from preaviso.mail import MemoryTransport
+from preaviso.schemas.records import Notice, ParkedNotice
 from preaviso.settings import Settings
 from preaviso.streams import keys, scan
 from preaviso.streams.app import Pipeline
-from preaviso.streams.codecs import encode
+from preaviso.streams.codecs import decode, encode
 from tests.unit.producers import GatedProducer
 from tests.unit.stage_fakes import ACKED, record
 from tests.unit.stores import Tables
@@ -46,6 +48,7 @@ class Deliver:
         app = SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: self.producer),
             service=services.append,
+            flow_control=SimpleNamespace(is_active=lambda: True),  # records flow
         )
         pipe = Pipeline(settings=settings, app=app, tables={"delivered": self.table})
         self.smtp = MemoryTransport()
@@ -58,6 +61,12 @@ class Deliver:
             return await found(event)
 
         self.stage = Stage(handle)
+
+        async def handle_retry(outbox: Any, event: Any) -> Any:
+            found = handlers.setdefault(id(outbox), stages["deliver-retry"](outbox))
+            return await found(event)
+
+        self.retry_stage = Stage(handle_retry)
 
     async def stop_worker(self) -> None:
         await self.pool.on_stop(None)  # SmtpPool's: the worker stops
@@ -136,3 +145,59 @@ def test_the_resend_bound_is_twice_the_connections_and_at_least_three_more() -> 
 def test_the_unrecorded_window_set_replaces_the_default_in_the_bound() -> None:
     windows = [Settings(smtp_connections=c, smtp_unrecorded_max=12) for c in (1, 4, 16)]
     assert [deliver.resend_bound(w) for w in windows] == [13, 16, 28]
+
+
+async def test_a_mail_whose_recording_fails_is_recorded_again_never_sent_again(
+    worker: Deliver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server took the mail; a failed write of its receipt or entry (here the store)
+    is tried again until it works. Handled again, the notice would be mailed again."""
+    monkeypatch.setattr(deliver, "backoff", lambda attempt: 0.0)
+    failures = [OSError("no space left on device"), OSError("no space left on device")]
+    store = scan.write
+
+    def write(*args: Any) -> None:
+        if failures:
+            raise failures.pop(0)
+        store(*args)
+
+    monkeypatch.setattr(scan, "write", write)
+    worker.producer.opened.set()
+    worker.stage.feed.put(record(0, a_notice(0)))
+    worker.stage.start()
+    await worker.stage.until(lambda: ACKED == [(0, 0)])
+    await worker.stage.stop()
+
+    assert failures == []
+    assert len(worker.smtp.sent) == 1
+    assert worker.recorded("n0")
+
+
+async def test_a_parked_notice_sent_again_takes_its_place_in_the_unrecorded_window(
+    worker: Deliver,
+) -> None:
+    """deliver-retry's mail counts against the same bound as deliver's: with the window full
+    (Kafka holding the receipts back), the parked notice waits, so a crash now still
+    re-sends no more than ``resend_bound`` mails."""
+    bound = deliver.resend_bound(SETTINGS)
+    worker.stage.feed.put(*(record(n, a_notice(n)) for n in range(10)))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(worker.smtp.sent) == bound)
+
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    notice = decode(Notice, a_notice(99))
+    parked = ParkedNotice(
+        notice=notice, first_attempt_at=due, attempts=1, not_before=due, last_code=451,
+        last_reply="try again later",
+    )  # fmt: skip
+    worker.retry_stage.feed.put(record(0, encode(parked)))
+    worker.retry_stage.start()
+    await asyncio.sleep(0.1)
+    assert len(worker.smtp.sent) == bound  # the window is full: the parked notice waits
+
+    worker.producer.opened.set()
+    await worker.stage.until(lambda: worker.recorded("n99") and len(ACKED) == 11)
+    await worker.stage.stop()
+    await worker.retry_stage.stop()
+
+    assert len(worker.smtp.sent) == 11
