@@ -173,9 +173,19 @@ class BulkLoader:
         self.topics = frozenset(self._stages)
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Task[bool] | None = None
+        self.halts = 0
+        """Halts so far: a start prepared before the last halt is for partitions revoked since."""
 
-    def start(self, assigned: set[Any]) -> None:
-        """Load ``assigned`` (Faust's partitions of our topics): Faust's recovery is over."""
+    def start(self, assigned: set[Any], *, halts: int | None = None) -> None:
+        """Load ``assigned`` (Faust's partitions of our topics): Faust's recovery is over.
+
+        ``halts``: the count when ``assigned`` was read. A revoke halts the loader, and
+        one can come while the recovery finishes (a worker joins during the seek): then
+        ``assigned`` is gone, and the next assignment's recovery starts the loader.
+        """
+        if halts is not None and halts != self.halts:
+            log.info("bulk: partitions revoked before the loader could start; not started")
+            return
         self.halt()
         tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
         if tps:
@@ -183,6 +193,7 @@ class BulkLoader:
 
     def halt(self) -> None:
         """Stop at once (a revoke, a stop): nothing more is stored or committed."""
+        self.halts += 1
         for task in (self._task, self._writing):
             if task is not None:
                 task.cancel()
@@ -312,6 +323,10 @@ class BulkLoader:
     async def _finish(self, batch: Batch, fetched: Fetched) -> bool:
         """Write a batch's outputs, then its table entries (changelog, then store), then
         commit its offsets."""
+        done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}
+        if not done.keys() <= self._pipe.app.consumer.assignment():
+            return False  # moved to another worker: write nothing (Faust's commit would
+            # drop their offsets and report success)
         producer = self._pipe.app.producer._ensure_producer()
         partitions = self._pipe.settings.partitions
         if batch.sends:
@@ -320,7 +335,6 @@ class BulkLoader:
         for writes in batch.tables.values():
             writes.below = None  # stored: the batch below is in the store too
         batch.below = None
-        done = {TP(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in fetched.items()}
         committed: bool = await self._pipe.app.consumer._commit(done)
         return committed
 

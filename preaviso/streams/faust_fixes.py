@@ -61,7 +61,9 @@ the chaos test). Fix: a partition without a position yet is not checked.
 
 The bulk stages (``agents/bulk.py``: the directory, notify) read their topics themselves: after a
 recovery those partitions stay paused for Faust and go to the loader, and a revoke
-halts the loader before Faust's own revoke goes on.
+(or a stop) halts the loader before Faust's own revoke goes on. A revoke can also come
+while the recovery finishes (a worker joins during the seek): the loader then stays
+halted, since the partitions the recovery read are no longer this worker's.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 from aiokafka import TopicPartition
+from faust.app.base import App
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
@@ -96,6 +99,7 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (Consumer, "wait_first"): Consumer.wait_first,
     (Consumer, "_wait_next_records"): Consumer._wait_next_records,
     (TableManager, "on_partitions_revoked"): TableManager.on_partitions_revoked,
+    (App, "_on_rebalance_when_stopped"): App._on_rebalance_when_stopped,
     (AIOKafkaConsumerThread, "verify_event_path"): AIOKafkaConsumerThread.verify_event_path,
     (
         AIOKafkaConsumerThread,
@@ -110,6 +114,7 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer = app.consumer
     assignment = consumer.assignment()
     bulk = _bulk(app)
+    halts = bulk.halts if bulk is not None else 0  # a revoke during the waits below halts it
     held = bulk.topics if bulk is not None else frozenset()
     streams = {tp for tp in assignment if not recovery._is_changelog_tp(tp)}
     loaded = {tp for tp in streams if tp.topic in held}
@@ -123,7 +128,7 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer.resume_flow()
     await app._fetcher.maybe_start()
     if bulk is not None:
-        bulk.start(loaded)
+        bulk.start(loaded, halts=halts)
 
 
 def attach_bulk(app: Any, loader: Any) -> None:
@@ -142,6 +147,16 @@ def halt_bulk_on_revoke(tables: Any, revoked: Any) -> None:
     if bulk is not None:
         bulk.halt()
     _ORIGINAL[TableManager, "on_partitions_revoked"](tables, revoked)
+
+
+def halt_bulk_on_stop(app: Any) -> None:
+    """Faust's ``App._on_rebalance_when_stopped`` (a stopping worker's partitions go), with
+    the bulk loader halted first: a stop skips the revoke above, and the loader would go on
+    writing for partitions other workers take over until the process ends."""
+    bulk = _bulk(app)
+    if bulk is not None:
+        bulk.halt()
+    _ORIGINAL[App, "_on_rebalance_when_stopped"](app)
 
 
 async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -329,6 +344,7 @@ _FIXED: dict[tuple[type, str], Any] = {
     (Consumer, "wait_first"): wait_first,
     (Consumer, "_wait_next_records"): _wait_next_records,
     (TableManager, "on_partitions_revoked"): halt_bulk_on_revoke,
+    (App, "_on_rebalance_when_stopped"): halt_bulk_on_stop,
     (AIOKafkaConsumerThread, "verify_event_path"): verify_event_path,
     (AIOKafkaConsumerThread, "_create_worker_consumer"): create_worker_consumer,
 }

@@ -47,6 +47,9 @@ class Record:
 
 
 def a_pipe(tables: Tables, producer: Any, commits: list[dict[Any, int]]) -> Any:
+    """A pipe whose worker holds every impacts partition (no rebalance)."""
+    assigned = {TP(SETTINGS.topic("impacts"), p) for p in range(SETTINGS.partitions)}
+
     async def commit(offsets: dict[Any, int]) -> bool:
         commits.append(offsets)
         return True
@@ -57,7 +60,7 @@ def a_pipe(tables: Tables, producer: Any, commits: list[dict[Any, int]]) -> Any:
         topic_name=lambda spec: SETTINGS.topic(spec.name),
         app=SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: producer),
-            consumer=SimpleNamespace(_commit=commit),
+            consumer=SimpleNamespace(_commit=commit, assignment=lambda: assigned),
         ),
     )
 

@@ -55,8 +55,9 @@ class Loader:
     def __init__(self, log: list[str]) -> None:
         self.log = log
         self.topics = frozenset({"x.customers"})
+        self.halts = 0
 
-    def start(self, assigned: set[Any]) -> None:
+    def start(self, assigned: set[Any], *, halts: int | None = None) -> None:
         self.log.append(f"start {sorted(tp.partition for tp in assigned)}")
 
     def halt(self) -> None:
@@ -290,7 +291,9 @@ async def test_a_batch_that_only_read_a_table_partition_is_written_and_committed
         settings=SimpleNamespace(partitions=4),
         app=SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: producer),
-            consumer=SimpleNamespace(_commit=commit),
+            consumer=SimpleNamespace(
+                _commit=commit, assignment=lambda: {TP("x.customers-by-id", 0)}
+            ),
         ),
     )
     loader = bulk.BulkLoader(pipe, {})  # type: ignore[arg-type]
