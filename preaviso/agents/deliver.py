@@ -37,6 +37,7 @@ from preaviso.mail import (
     SmtpTemporaryError,
     SmtpTimeoutError,
     SmtpTransport,
+    SmtpUnconfirmedError,
     SmtpUnreachableError,
     Transport,
     TransportError,
@@ -166,7 +167,7 @@ async def send_notice(
     worker stops, ``Interrupted`` is raised. Cancellation is never caught.
     """
     sender = sender_address(settings.mail_from)
-    attempt = 0
+    attempt = unconfirmed = 0
     while True:
         try:
             reply = await transport.send(sender, [notice.recipient], notice.mime.encode("ascii"))
@@ -175,6 +176,15 @@ async def send_notice(
             return receipt_for(notice, DeliveryStatus.REJECTED, exc.code, exc.reply)
         except SmtpTemporaryError:
             raise
+        except SmtpUnconfirmedError as exc:
+            # Never given up on (the server may have lost it); each try may be a duplicate.
+            unconfirmed += 1
+            log.warning(
+                "notice %s possibly delivered twice (unconfirmed %d), retrying: %s",
+                notice.notice_id,
+                unconfirmed,
+                exc,
+            )
         except (SmtpUnreachableError, SmtpTimeoutError, SmtpAuthenticationError) as exc:
             # The server, not this notice, is at fault: wait for it rather than give up.
             log.warning("SMTP not usable, retrying: %s", exc)

@@ -10,6 +10,7 @@ from preaviso.mail.errors import (
     SmtpReplyError,
     SmtpTemporaryError,
     SmtpTimeoutError,
+    SmtpUnconfirmedError,
     SmtpUnreachableError,
     TransportError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "SmtpTemporaryError",
     "SmtpTimeoutError",
     "SmtpTransport",
+    "SmtpUnconfirmedError",
     "SmtpUnreachableError",
     "Transport",
     "TransportError",

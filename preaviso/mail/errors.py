@@ -19,6 +19,7 @@ __all__ = [
     "SmtpReplyError",
     "SmtpTemporaryError",
     "SmtpTimeoutError",
+    "SmtpUnconfirmedError",
     "SmtpUnreachableError",
     "TransportError",
 ]
@@ -82,7 +83,14 @@ class SmtpUnreachableError(TransportError):
 
 
 class SmtpTimeoutError(TransportError):
-    """A command got no answer in time; whether the server kept the message is unknown."""
+    """A command got no answer in time, before the message was sent: the server has not
+    got it."""
+
+
+class SmtpUnconfirmedError(TransportError):
+    """The whole message went to the server, and no answer came back (a timeout, a dropped
+    connection, bytes that are not an SMTP reply): the server may have kept it, so sending
+    it again may deliver it twice."""
 
 
 class SmtpAuthenticationError(TransportError):

@@ -65,15 +65,23 @@ def dot_stuffed(message: bytes) -> bytes:
 class Client(aiosmtplib.SMTP):
     """``aiosmtplib.SMTP`` plus ``send_canonical``; ``pipelining=False`` never pipelines."""
 
-    def __init__(self, *args: Any, pipelining: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pipelining: bool = True, data_timeout: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pipelining = pipelining
+        self.data_timeout = data_timeout
+        """Seconds for the reply once the whole message is sent (None: the command timeout)."""
+        self.message_sent = False
+        """True once this transaction's message was written: from then on, a timeout or a
+        dropped connection leaves unknown whether the server kept it."""
 
     async def send_canonical(
         self, sender: str, recipients: Sequence[str], message: bytes
     ) -> tuple[dict[str, SMTPResponse], str]:
         """``sendmail(sender, recipients, message)`` for a ``canonical`` message: the same
         commands and replies, the same exceptions, the same RSET after a refusal."""
+        self.message_sent = False
         if not message.endswith(b"\r\n"):
             message += b"\r\n"  # DATA ends with a line break, as sendmail makes sure
         await self._greeted()  # the SIZE extension is known only after EHLO
@@ -131,8 +139,12 @@ class Client(aiosmtplib.SMTP):
             # read_response marks the reply as expected before it waits; nothing can
             # arrive between the write and that mark (no await between them).
             protocol.write(dot_stuffed(message) + b".\r\n")
-            reply = await protocol.read_response(timeout=self.timeout)
+            self.message_sent = bool(message)
+            reply = await protocol.read_response(timeout=self._reply_timeout(bool(message)))
         except (SMTPServerDisconnected, SMTPTimeoutError):
+            self.close()
+            raise
+        except SMTPResponseException:  # not an SMTP reply: where the server is, is unknown
             self.close()
             raise
         if reply.code != SMTPStatus.completed:
@@ -186,17 +198,23 @@ class Client(aiosmtplib.SMTP):
         transport.set_protocol(replies)
         try:
             transport.write(b"\r\n".join(commands) + b"\r\n" + chunk)
-            await asyncio.wait_for(replies.done, self.timeout)
+            self.message_sent = bool(chunk)
+            await asyncio.wait_for(replies.done, self._reply_timeout(bool(chunk)))
         except TimeoutError as exc:
             self.close()
             raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
-        except SMTPServerDisconnected:
+        except (SMTPServerDisconnected, SMTPResponseException):  # lost, or not SMTP replies
             self.close()
             raise
         finally:
             if transport.get_protocol() is replies:
                 transport.set_protocol(protocol)
         return replies.replies
+
+    def _reply_timeout(self, after_message: bool) -> float | None:
+        """RFC 5321 4.5.3.2.6: a server may take 10 minutes to answer a message it is
+        keeping (filters, a slow queue); asking again sooner would send it twice."""
+        return self.data_timeout if after_message and self.data_timeout else self.timeout
 
 
 class _Replies(asyncio.Protocol):

@@ -23,6 +23,7 @@ from preaviso.mail.errors import (
     SmtpAuthenticationError,
     SmtpReplyError,
     SmtpTimeoutError,
+    SmtpUnconfirmedError,
     SmtpUnreachableError,
     TransportError,
 )
@@ -103,9 +104,10 @@ def check_envelope(sender: str, recipients: Sequence[str]) -> list[str]:
 class SmtpTransport(ClosingContext):
     """Up to ``connections`` SMTP connections, opened lazily and reused across sends.
 
-    A connection the server closed while idle is replaced transparently; one that breaks
-    during a transaction is reopened and the send retried once (so a message may, rarely,
-    be delivered twice; never silently dropped).
+    A connection the server closed while idle is replaced transparently; a reused one that
+    breaks before the message went is reopened and the send tried once more. Once the
+    whole message went, a lost answer is ``SmtpUnconfirmedError`` and nothing is resent
+    here: the caller decides, knowing the server may have kept it.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class SmtpTransport(ClosingContext):
         password: str | None = None,
         connections: int = 4,
         timeout: float = 30.0,
+        data_timeout: float | None = None,
         connect_timeout: float = 10.0,
         local_hostname: str | None = None,
         pipelining: bool = True,
@@ -133,6 +136,8 @@ class SmtpTransport(ClosingContext):
         self._password = password
         self.connections = connections
         self.timeout = timeout
+        self.data_timeout = data_timeout
+        """For the answer once the whole message is sent; None: ``timeout``."""
         self.connect_timeout = connect_timeout
         self.local_hostname = local_hostname
         self.pipelining = pipelining
@@ -157,6 +162,7 @@ class SmtpTransport(ClosingContext):
             password=password.get_secret_value() if password is not None else None,
             connections=settings.smtp_connections,
             timeout=settings.smtp_timeout,
+            data_timeout=settings.smtp_data_timeout,
             connect_timeout=settings.connect_timeout,
             pipelining=settings.smtp_pipelining,
         )
@@ -169,7 +175,8 @@ class SmtpTransport(ClosingContext):
 
         Raises ``SmtpTemporaryError``/``SmtpPermanentError`` when the server refuses
         (with several recipients, after it may have taken the mail for the others),
-        ``SmtpUnreachableError``, ``SmtpTimeoutError`` or ``SmtpAuthenticationError``.
+        ``SmtpUnreachableError``, ``SmtpTimeoutError``, ``SmtpUnconfirmedError`` (the message
+        went, its answer did not come) or ``SmtpAuthenticationError``.
         """
         rcpts = check_envelope(sender, recipients)
         client = await self._acquire()
@@ -212,6 +219,7 @@ class SmtpTransport(ClosingContext):
             password=self._password if self.username is not None else None,
             local_hostname=self.local_hostname,
             timeout=self.timeout,
+            data_timeout=self.data_timeout,
             use_tls=self.tls is SmtpTls.TLS,
             start_tls=self.tls is SmtpTls.STARTTLS,
             validate_certs=self.verify_tls,
@@ -237,6 +245,8 @@ class SmtpTransport(ClosingContext):
             return await self._transaction(client, sender, recipients, message)
         except ConnectionError as exc:
             client.close()
+            if client.message_sent:
+                raise self._unconfirmed(f"the connection closed ({exc})") from exc
             if not reused:
                 raise self._dropped(exc) from exc
         # A reused connection went stale between sends: one fresh try, then give up.
@@ -245,11 +255,14 @@ class SmtpTransport(ClosingContext):
             return await self._transaction(client, sender, recipients, message)
         except ConnectionError as exc:
             client.close()
+            if client.message_sent:
+                raise self._unconfirmed(f"the connection closed ({exc})") from exc
             raise self._dropped(exc) from exc
 
     async def _transaction(
         self, client: Client, sender: str, recipients: list[str], message: bytes
     ) -> SmtpReply:
+        client.message_sent = False  # aiosmtplib's sendmail never says: a drop is "unreachable"
         try:
             if canonical(message):  # notices are: no regex passes over them
                 refused, reply = await client.send_canonical(sender, recipients, message)
@@ -267,8 +280,17 @@ class SmtpTransport(ClosingContext):
         except aiosmtplib.SMTPHeloError as exc:
             raise SmtpReplyError.from_reply(exc.code, exc.message, command="EHLO") from exc
         except aiosmtplib.SMTPResponseException as exc:
+            if exc.code < 0:  # aiosmtplib's own: the bytes were no SMTP reply at all
+                if client.message_sent:
+                    raise self._unconfirmed(f"no SMTP reply ({exc.message})") from exc
+                raise self._dropped(exc) from exc
             raise SmtpReplyError.from_reply(exc.code, exc.message, command="SMTP") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
+            if client.message_sent:
+                waited = self.data_timeout or self.timeout
+                raise self._unconfirmed(
+                    f"no answer within {waited:g}s (PREAVISO_SMTP_DATA_TIMEOUT)"
+                ) from exc
             raise SmtpTimeoutError(
                 f"SMTP server {self.host}:{self.port} did not answer within "
                 f"{self.timeout:g}s (PREAVISO_SMTP_TIMEOUT); the message may have been taken"
@@ -311,6 +333,12 @@ class SmtpTransport(ClosingContext):
                 f"certificate (PREAVISO_SMTP_VERIFY_TLS is {self.verify_tls})"
             )
         return None
+
+    def _unconfirmed(self, what: str) -> SmtpUnconfirmedError:
+        return SmtpUnconfirmedError(
+            f"SMTP server {self.host}:{self.port} got the whole message, then {what}: "
+            "it may have kept it"
+        )
 
     def _dropped(self, exc: BaseException) -> SmtpUnreachableError:
         return SmtpUnreachableError(

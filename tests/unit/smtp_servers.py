@@ -26,8 +26,12 @@ class Server:
     connections: int = 0
     messages: list[bytes] = field(default_factory=list)
     sessions: list[SMTP] = field(default_factory=list)
+    drop_on_mail: bool = False
+    """Close the connection at MAIL: the message never comes."""
     drop_on_data: bool = False
+    """Close the connection once the whole message came, without an answer."""
     data_delay: float = 0.0
+    mail_delay: float = 0.0
     pipelining: bool = False
     """Offer PIPELINING (aiosmtpd serves it, reading one command after another)."""
 
@@ -35,6 +39,19 @@ class Server:
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         return ehlo_lines(session, hostname, responses, pipelining=self.pipelining)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.drop_on_mail:
+            assert server.transport is not None
+            server.transport.close()
+            return "421 closing"
+        if self.mail_delay:
+            await asyncio.sleep(self.mail_delay)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -100,6 +117,8 @@ class RawServer:
     """Never answer a group."""
     drop_on_group: bool = False
     """Close the connection once a group has come, without answering."""
+    garbled: bool = False
+    """Answer a group with a line that is not an SMTP reply."""
     port: int = 0
     command_reads: list[list[bytes]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
@@ -113,6 +132,9 @@ class RawServer:
                 continue  # the rest of the group is still to come
             verbs, out, pending = await self._commands(pending, reader)
             self.command_reads.append(verbs)
+            if b"MAIL" in verbs and self.garbled:
+                writer.write(b"hello there\r\n")
+                continue
             if b"MAIL" in verbs and (self.silent or self.drop_on_group):
                 if self.drop_on_group:
                     writer.close()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from mode.utils.queues import FlowControlEvent
@@ -19,7 +22,7 @@ from preaviso.agents.deliver import (
     retry_delay,
     send_notice,
 )
-from preaviso.mail import MemoryTransport, SmtpReplyError
+from preaviso.mail import MemoryTransport, SmtpReplyError, SmtpUnconfirmedError
 from preaviso.schemas.records import DeliveryReceipt, DeliveryStatus, Notice, ParkedNotice
 from preaviso.settings import Settings
 from preaviso.streams.codecs import decode, encode
@@ -147,6 +150,38 @@ async def test_an_outage_is_waited_for_until_the_worker_stops() -> None:
         await send_notice(transport, SETTINGS, NOTICE, pause)
     assert len(pauses) == 3
     assert transport.sent == []
+
+
+async def test_an_unconfirmed_send_is_tried_again_and_each_possible_duplicate_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server got the message and its answer was lost: it may have lost the message
+    too, so it is sent again (never given up on), and the log counts the copies that may
+    have reached the customer."""
+    lost: list[bytes] = []
+
+    class LosesTheAnswerTwice(MemoryTransport):
+        async def send(self, sender: str, recipients: Sequence[str], message: bytes) -> Any:
+            if len(lost) < 2:
+                lost.append(message)
+                raise SmtpUnconfirmedError("the connection closed after the message")
+            return await super().send(sender, recipients, message)
+
+    transport = LosesTheAnswerTwice()
+    with caplog.at_level(logging.WARNING, logger="preaviso.deliver"):
+        receipt = await send_notice(transport, SETTINGS, NOTICE)
+
+    assert receipt.status is DeliveryStatus.SENT
+    assert len(lost) == 2
+    assert len(transport.sent) == 1
+    counted = [
+        r.getMessage() for r in caplog.records if "possibly delivered twice" in r.getMessage()
+    ]
+    assert [("unconfirmed 1" in m, "unconfirmed 2" in m) for m in counted] == [
+        (True, False),
+        (False, True),
+    ]
+    assert all(NOTICE.recipient not in m for m in counted)  # no PII in logs
 
 
 async def test_cancelling_the_outage_wait_cancels_the_send() -> None:

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX
 
-from preaviso.mail import SmtpPermanentError, SmtpTimeoutError, SmtpTransport, SmtpUnreachableError
+from preaviso.mail import (
+    SmtpPermanentError,
+    SmtpTimeoutError,
+    SmtpTransport,
+    SmtpUnconfirmedError,
+    SmtpUnreachableError,
+)
 from preaviso.mail.smtp_client import Client, canonical, dot_stuffed
 from tests.unit.smtp_servers import (
     MESSAGE,
@@ -172,6 +178,28 @@ async def test_a_group_never_answered_times_out(raw: RawServer) -> None:
         transport.timeout = 0.3
         with pytest.raises(SmtpTimeoutError):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+
+async def test_a_chunk_never_answered_is_unconfirmed(raw: RawServer) -> None:
+    """With CHUNKING the message is in the group: no answer means it may have been kept."""
+    raw.offer_chunking, raw.silent = True, True
+    async with raw_transport(raw, data_timeout=0.3) as transport:
+        with pytest.raises(SmtpUnconfirmedError):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+
+async def test_a_reply_that_is_not_smtp_is_a_server_fault_not_a_refusal(raw: RawServer) -> None:
+    """Not a 5xx for the notice (it would be settled as rejected), and the connection, in
+    an unknown state, is not used again."""
+    raw.garbled = True
+    async with raw_transport(raw) as transport:
+        with pytest.raises(SmtpUnreachableError, match="Malformed"):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        raw.garbled = False
+        reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert reply.code == 250
+    assert transport.opened == 2
 
 
 async def test_a_connection_closed_before_the_replies_is_a_server_fault(raw: RawServer) -> None:

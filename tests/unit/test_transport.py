@@ -20,6 +20,7 @@ from preaviso.mail import (
     SmtpTemporaryError,
     SmtpTimeoutError,
     SmtpTransport,
+    SmtpUnconfirmedError,
     SmtpUnreachableError,
     Transport,
     TransportError,
@@ -231,19 +232,24 @@ async def test_a_connection_the_server_closed_is_replaced(server: Server) -> Non
     assert len(server.messages) == 2
 
 
-async def test_a_dropped_reused_connection_is_retried_once_then_fails(server: Server) -> None:
+async def test_a_reused_connection_dropped_before_the_message_is_retried_once_then_fails(
+    server: Server,
+) -> None:
     async with transport_for(server, connections=1) as transport:
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
-        server.drop_on_data = True
+        server.drop_on_mail = True
         with pytest.raises(SmtpUnreachableError) as caught:
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
     assert server.connections == 2  # the reused one, and one fresh retry
     assert f"127.0.0.1:{server.port}" in str(caught.value)
+    assert len(server.messages) == 1
 
 
-async def test_a_fresh_connection_that_drops_is_not_retried(server: Server) -> None:
-    server.drop_on_data = True
+async def test_a_fresh_connection_dropped_before_the_message_is_not_retried(
+    server: Server,
+) -> None:
+    server.drop_on_mail = True
     async with transport_for(server) as transport:
         with pytest.raises(SmtpUnreachableError):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
@@ -251,15 +257,54 @@ async def test_a_fresh_connection_that_drops_is_not_retried(server: Server) -> N
     assert server.connections == 1
 
 
+async def test_a_connection_dropped_after_the_message_is_unconfirmed_and_not_resent(
+    server: Server,
+) -> None:
+    """The server got every byte and may have kept the mail: sending it again here could
+    deliver it twice, so the caller is told, reused connection or not."""
+    async with transport_for(server, connections=1) as transport:
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        server.drop_on_data = True
+        with pytest.raises(SmtpUnconfirmedError, match="got the whole message"):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert server.connections == 1  # no fresh retry
+
+
 async def test_a_command_timeout_is_reported_and_the_connection_discarded(server: Server) -> None:
-    server.data_delay = 2.0
+    server.mail_delay = 2.0
     async with transport_for(server, connections=1, timeout=0.3) as transport:
         with pytest.raises(SmtpTimeoutError, match=r"did not answer within 0\.3s"):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+        server.mail_delay = 0.0
+        await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert server.connections == 2
+
+
+async def test_the_answer_to_the_message_gets_the_data_timeout_not_the_command_one(
+    server: Server,
+) -> None:
+    """RFC 5321 4.5.3.2.6: a server may take minutes to answer a message it keeps."""
+    server.data_delay = 0.6
+    async with transport_for(server, connections=1, timeout=0.3, data_timeout=2) as transport:
+        reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert reply.code == 250
+    assert len(server.messages) == 1
+
+
+async def test_no_answer_to_the_message_within_the_data_timeout_is_unconfirmed(
+    server: Server,
+) -> None:
+    server.data_delay = 2.0
+    async with transport_for(server, connections=1, data_timeout=0.3) as transport:
+        with pytest.raises(SmtpUnconfirmedError, match=r"no answer within 0\.3s"):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
         server.data_delay = 0.0
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
-    assert server.connections == 2
+    assert server.connections == 2  # the timed-out connection was not reused
 
 
 # -- SmtpTransport: reaching the server --------------------------------------------------
