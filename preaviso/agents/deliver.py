@@ -9,9 +9,10 @@ refused for good (5xx: ``rejected``) or older than ``PREAVISO_SMTP_RETRY_MAX_AGE
 (``failed``). Every attempt is preceded by a look at the ``delivered`` ledger, so
 parking never sends a notice twice.
 
-An unreachable server, a timeout or refused credentials are the server's trouble,
-not one notice's: both stages then wait with the notice in hand (nothing acked)
-and try it again, for as long as it takes, but let go of it when the worker stops.
+An unreachable server, a timeout, refused credentials or a refused sender (a 5xx to
+EHLO or MAIL FROM: the configuration) are not one notice's trouble: both stages then
+wait with the notice in hand (nothing acked) and try it again, for as long as it
+takes, but let go of it when the worker stops.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from preaviso.mail import (
     SmtpAuthenticationError,
     SmtpPermanentError,
     SmtpReplyError,
+    SmtpSenderRefusedError,
     SmtpTemporaryError,
     SmtpTimeoutError,
     SmtpTransport,
@@ -161,7 +163,7 @@ async def send_notice(
     """Try one notice: a ``sent`` receipt, or ``rejected`` for a 5xx; a 4xx is raised.
 
     ``SmtpTemporaryError`` (4xx) is for the caller to park. While the server
-    cannot be used (unreachable, timing out, refusing the credentials) the same
+    cannot be used (unreachable, timing out, refusing the credentials or the sender) the same
     notice is tried again with backoff, for as long as it takes: the stage holds
     it unacked, so it is not lost. ``pause`` does the waiting; when it says the
     worker stops, ``Interrupted`` is raised. Cancellation is never caught.
@@ -185,7 +187,12 @@ async def send_notice(
                 unconfirmed,
                 exc,
             )
-        except (SmtpUnreachableError, SmtpTimeoutError, SmtpAuthenticationError) as exc:
+        except (
+            SmtpUnreachableError,
+            SmtpTimeoutError,
+            SmtpAuthenticationError,
+            SmtpSenderRefusedError,
+        ) as exc:
             # The server, not this notice, is at fault: wait for it rather than give up.
             log.warning("SMTP not usable, retrying: %s", exc)
         except TransportError as exc:  # only a closed transport is left: the worker stops

@@ -17,6 +17,7 @@ __all__ = [
     "SmtpAuthenticationError",
     "SmtpPermanentError",
     "SmtpReplyError",
+    "SmtpSenderRefusedError",
     "SmtpTemporaryError",
     "SmtpTimeoutError",
     "SmtpUnconfirmedError",
@@ -103,6 +104,21 @@ class SmtpAuthenticationError(TransportError):
         )
         self.code = code
         self.reply = reply
+
+
+class SmtpSenderRefusedError(TransportError):
+    """The server refuses the session or the sender for good (a 5xx to EHLO, or to MAIL
+    FROM other than 552 for the size): the same for every mail, a configuration error,
+    not a verdict on one message."""
+
+    def __init__(self, code: int, reply: str, *, command: str) -> None:
+        super().__init__(
+            f"SMTP {command} refused: {code} {reply}; check PREAVISO_MAIL_FROM and that the "
+            "server relays for this host"
+        )
+        self.code = code
+        self.reply = reply
+        self.command = command
 
 
 class SmtpReplyError(TransportError):

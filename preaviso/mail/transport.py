@@ -22,6 +22,7 @@ from preaviso.mail.errors import (
     InvalidAddressError,
     SmtpAuthenticationError,
     SmtpReplyError,
+    SmtpSenderRefusedError,
     SmtpTimeoutError,
     SmtpUnconfirmedError,
     SmtpUnreachableError,
@@ -101,6 +102,14 @@ def check_envelope(sender: str, recipients: Sequence[str]) -> list[str]:
     return rcpts
 
 
+def _session_refusal(code: int, reply: str, command: str) -> TransportError:
+    """A refusal of EHLO or MAIL: about the session or the sender, so every mail would get
+    it, except 552 at MAIL (RFC 1870: this message's declared size is over the limit)."""
+    if 500 <= code < 600 and not (command == "MAIL" and code == 552):
+        return SmtpSenderRefusedError(code, reply, command=command)
+    return SmtpReplyError.from_reply(code, reply, command=command)
+
+
 class SmtpTransport(ClosingContext):
     """Up to ``connections`` SMTP connections, opened lazily and reused across sends.
 
@@ -176,7 +185,8 @@ class SmtpTransport(ClosingContext):
         Raises ``SmtpTemporaryError``/``SmtpPermanentError`` when the server refuses
         (with several recipients, after it may have taken the mail for the others),
         ``SmtpUnreachableError``, ``SmtpTimeoutError``, ``SmtpUnconfirmedError`` (the message
-        went, its answer did not come) or ``SmtpAuthenticationError``.
+        went, its answer did not come), ``SmtpAuthenticationError`` or
+        ``SmtpSenderRefusedError`` (the configuration, not the message, is refused).
         """
         rcpts = check_envelope(sender, recipients)
         client = await self._acquire()
@@ -274,11 +284,11 @@ class SmtpTransport(ClosingContext):
                 first.code, first.message, command="RCPT", recipient=first.recipient
             ) from exc
         except aiosmtplib.SMTPSenderRefused as exc:
-            raise SmtpReplyError.from_reply(exc.code, exc.message, command="MAIL") from exc
+            raise _session_refusal(exc.code, exc.message, "MAIL") from exc
         except aiosmtplib.SMTPDataError as exc:
             raise SmtpReplyError.from_reply(exc.code, exc.message, command="DATA") from exc
         except aiosmtplib.SMTPHeloError as exc:
-            raise SmtpReplyError.from_reply(exc.code, exc.message, command="EHLO") from exc
+            raise _session_refusal(exc.code, exc.message, "EHLO") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:  # aiosmtplib's own: the bytes were no SMTP reply at all
                 if client.message_sent:

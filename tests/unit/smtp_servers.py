@@ -32,6 +32,8 @@ class Server:
     """Close the connection once the whole message came, without an answer."""
     data_delay: float = 0.0
     mail_delay: float = 0.0
+    mail_reply: str | None = None
+    """Answer MAIL with this instead of 250."""
     pipelining: bool = False
     """Offer PIPELINING (aiosmtpd serves it, reading one command after another)."""
 
@@ -49,6 +51,8 @@ class Server:
             return "421 closing"
         if self.mail_delay:
             await asyncio.sleep(self.mail_delay)
+        if self.mail_reply is not None:
+            return self.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"

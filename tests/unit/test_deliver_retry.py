@@ -22,7 +22,12 @@ from preaviso.agents.deliver import (
     retry_delay,
     send_notice,
 )
-from preaviso.mail import MemoryTransport, SmtpReplyError, SmtpUnconfirmedError
+from preaviso.mail import (
+    MemoryTransport,
+    SmtpReplyError,
+    SmtpSenderRefusedError,
+    SmtpUnconfirmedError,
+)
 from preaviso.schemas.records import DeliveryReceipt, DeliveryStatus, Notice, ParkedNotice
 from preaviso.settings import Settings
 from preaviso.streams.codecs import decode, encode
@@ -150,6 +155,25 @@ async def test_an_outage_is_waited_for_until_the_worker_stops() -> None:
         await send_notice(transport, SETTINGS, NOTICE, pause)
     assert len(pauses) == 3
     assert transport.sent == []
+
+
+async def test_a_refused_sender_is_waited_for_like_an_outage_not_settled_as_rejected() -> None:
+    """Every notice would get the same 5xx to MAIL FROM: rejecting them all would tell no
+    customer. deliver waits for the configuration to be fixed, the notice in hand."""
+
+    class RefusesTheSender(MemoryTransport):
+        async def send(self, sender: str, recipients: Sequence[str], message: bytes) -> Any:
+            raise SmtpSenderRefusedError(550, "5.7.1 Relaying denied", command="MAIL")
+
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> bool:
+        pauses.append(seconds)
+        return len(pauses) < 3
+
+    with pytest.raises(Interrupted):
+        await send_notice(RefusesTheSender(), SETTINGS, NOTICE, pause)
+    assert len(pauses) == 3
 
 
 async def test_an_unconfirmed_send_is_tried_again_and_each_possible_duplicate_logged(
