@@ -210,7 +210,11 @@ class Outbox:
             self._retrying("writing to " + again[0][0].record.topic, again[0][1], attempt)
             await asyncio.sleep(backoff(attempt))
             for pending, _ in again:
-                pending.future = await self._produce(pending.record)
+                try:
+                    pending.future = await self._produce(pending.record)
+                except Exception as exc:  # refused for good this time: the record's to handle
+                    failed[id(pending.owner)] = (pending.owner, exc)
+                    continue
                 self._pending.append(pending)
         return failed
 

@@ -144,6 +144,26 @@ async def test_a_write_that_times_out_is_sent_again_until_kafka_takes_it() -> No
     assert stage_.letters() == []
 
 
+async def test_a_write_refused_for_good_when_sent_again_is_the_records_fault_not_the_loops() -> (
+    None
+):
+    """Kafka timed the write out, then refused the second send of it for good: that record
+    is dead-lettered and the loop goes on (raised, it would end the stage)."""
+
+    async def refused_the_second_time(outbox: Outbox, event: Any, call: int) -> None:
+        await forward(outbox, event, call)
+        if event.message.offset == 0 and call == 1:
+            stage_.producer.refuse[OUTPUT] = [kafka_errors.MessageSizeTooLargeError()]
+
+    stage_ = Harness(refused_the_second_time)
+    stage_.producer.fail[OUTPUT] = [kafka_errors.KafkaTimeoutError()]
+
+    await stage_.run(record(0, b"first"), record(1, b"second"))
+
+    assert [letter.offset for letter in stage_.letters()] == [0]
+    assert stage_.producer.on(OUTPUT) == [(b"SKU-1", b"second")]
+
+
 async def test_a_send_refused_while_the_leader_moves_is_sent_again() -> None:
     stage_ = Harness(forward)
     stage_.producer.refuse[OUTPUT] = [
