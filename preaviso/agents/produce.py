@@ -50,14 +50,7 @@ async def write_all(
     last: dict[tuple[str, int], int] = {}
     attempt = 0
     while queued:
-        try:
-            sent = await _submit(producer, queued)
-        except Exception as exc:  # refused before a request went out: no metadata, no room
-            if not is_transient(exc):
-                raise
-            attempt += 1
-            await _wait_to_retry(attempt, queued, exc)
-            continue  # every record again (a batch already sent may land twice)
+        sent = await _submit(producer, queued)
         send_now(producer)
         results = [
             SendInterruptedError("the send was cancelled before Kafka answered")
@@ -79,22 +72,15 @@ async def write_all(
         if not is_transient(failure):
             raise failure
         attempt += 1
-        await _wait_to_retry(attempt, again, failure)
+        log.warning(
+            "writing %d records failed (%s); retry %d in %.1fs",
+            sum(len(v) for v in again.values()),
+            failure_name(failure),
+            attempt,
+            backoff(attempt),
+        )
+        await asyncio.sleep(backoff(attempt))
     return last
-
-
-async def _wait_to_retry(
-    attempt: int, queued: dict[Any, list[Any]], failure: BaseException
-) -> None:
-    delay = backoff(attempt)
-    log.warning(
-        "writing %d records failed (%s); retry %d in %.1fs",
-        sum(len(v) for v in queued.values()),
-        failure_name(failure),
-        attempt,
-        delay,
-    )
-    await asyncio.sleep(delay)
 
 
 CHUNK = 5000
@@ -114,17 +100,31 @@ async def write_chunked(producer: Any, sends: Iterable[Send], partitions: int) -
 async def _submit(
     producer: Any, queued: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]]
 ) -> list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]], Any]]:
-    """Each partition's records in as few batches as fit; (partition, its records, future)."""
-    out = []
+    """Each partition's records in as few batches as fit; (partition, its records, future).
+
+    aiokafka raises some errors from ``send_batch`` itself (no metadata for the topic yet,
+    no room in its buffer, the producer closed): the records not handed over then get a
+    future holding that error, so ``write_all`` retries or raises them like any failure,
+    and what was handed over before is not sent twice.
+    """
+    out: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]], Any]] = []
+    refused: Exception | None = None
     for (topic, partition), records in queued.items():
         builder, start = producer.create_batch(), 0
-        for i, (key, value) in enumerate(records):
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                future = await _send(producer, builder, topic, partition)
-                out.append(((topic, partition), records[start:i], future))
-                builder, start = producer.create_batch(), i
-                builder.append(key=key, value=value, timestamp=None)  # the first always fits
-        future = await _send(producer, builder, topic, partition)
+        try:
+            if refused is not None:
+                raise refused
+            for i, (key, value) in enumerate(records):
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    future = await _send(producer, builder, topic, partition)
+                    out.append(((topic, partition), records[start:i], future))
+                    builder, start = producer.create_batch(), i
+                    builder.append(key=key, value=value, timestamp=None)  # the first fits
+            future = await _send(producer, builder, topic, partition)
+        except Exception as exc:
+            refused = exc
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
         out.append(((topic, partition), records[start:], future))
     return out
 

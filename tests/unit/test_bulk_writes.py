@@ -243,6 +243,24 @@ async def test_a_batch_the_producer_refuses_before_sending_it_is_written_again(
     assert last == {("t", 0): 0}
 
 
+async def test_batches_handed_over_before_a_refusal_are_not_sent_twice(monkeypatch: Any) -> None:
+    monkeypatch.setattr(produce, "backoff", lambda attempt: 0)
+    producer = FakeProducer(failing=("none", 0))
+    sending = producer.send_batch
+    refusals = [KafkaTimeoutError()]
+
+    async def refused_at_partition_1(batch: FakeBuilder, topic: str, *, partition: int) -> Any:
+        if partition == 1 and refusals:
+            raise refusals.pop(0)
+        return await sending(batch, topic, partition=partition)
+
+    producer.send_batch = refused_at_partition_1  # type: ignore[method-assign]
+
+    await produce.write_all(producer, [("t", b"a", b"p0", 0), ("t", b"b", b"p1", 1)], 2)
+
+    assert producer.log == {("t", 0): [(b"a", b"p0")], ("t", 1): [(b"b", b"p1")]}
+
+
 async def test_a_refusal_for_good_from_send_batch_is_raised(monkeypatch: Any) -> None:
     producer = FakeProducer(failing=("none", 0))
 
