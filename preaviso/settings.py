@@ -110,11 +110,11 @@ class Settings(BaseSettings):
     smtp_timeout: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds for one SMTP command."
     )
-    smtp_data_timeout: Annotated[float, Field(gt=0)] = Field(
-        600.0,
+    smtp_data_timeout: Annotated[float | None, Field(gt=0)] = Field(
+        None,
         description="Seconds to wait for the server's answer once the whole message is "
-        "sent (RFC 5321 4.5.3.2.6: 10 minutes). A server that kept the mail and answered "
-        "after it would get it again.",
+        "sent; unset: PREAVISO_SMTP_TIMEOUT. A server that kept the mail and answers later "
+        "gets it again; a rebalance waits for the answer (Faust allows it 60 s).",
     )
     smtp_unrecorded_max: Annotated[int | None, Field(ge=1, le=1024)] = Field(
         None,

@@ -390,6 +390,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 if not await pause(min(wait, RETRY_MAX_DELAY)):
                     raise Interrupted("the worker stops while a parked notice waits")
                 async with unrecorded:  # deliver's window counts this mail too
+                    if not hold.flowing(app):  # a stop or rebalance came while it waited
+                        raise Interrupted("the worker stops while a parked notice waits")
                     await attempt(
                         outbox, event, notice, parked.first_attempt_at, parked.attempts + 1
                     )

@@ -198,7 +198,9 @@ class Client(aiosmtplib.SMTP):
         transport.set_protocol(replies)
         try:
             transport.write(b"\r\n".join(commands) + b"\r\n" + chunk)
-            self.message_sent = bool(chunk)
+            if chunk:  # MAIL and RCPT answer at once; only the chunk's reply may take long
+                await asyncio.wait_for(replies.until(len(commands) - 1), self.timeout)
+                self.message_sent = True
             await asyncio.wait_for(replies.done, self._reply_timeout(bool(chunk)))
         except TimeoutError as exc:
             self.close()
@@ -230,6 +232,16 @@ class _Replies(asyncio.Protocol):
         self._buffer = bytearray()
         self.replies: list[SMTPResponse] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._more: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def until(self, count: int) -> None:
+        """Return once ``count`` replies are in (or raise what ends the group first)."""
+        while len(self.replies) < count:
+            await asyncio.wait({self.done, self._more}, return_when=asyncio.FIRST_COMPLETED)
+            if self.done.done():
+                self.done.result()  # raises what ended the group
+                return
+            self._more = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -241,6 +253,8 @@ class _Replies(asyncio.Protocol):
                         raise SMTPResponseException(SMTPStatus.invalid_response, "Reply too long")
                     return
                 self.replies.append(reply)
+                if not self._more.done():
+                    self._more.set_result(None)
         except SMTPResponseException as exc:
             self._fail(exc)
             return

@@ -303,7 +303,7 @@ class SmtpTransport(ClosingContext):
                 ) from exc
             raise SmtpTimeoutError(
                 f"SMTP server {self.host}:{self.port} did not answer within "
-                f"{self.timeout:g}s (PREAVISO_SMTP_TIMEOUT); the message may have been taken"
+                f"{self.timeout:g}s (PREAVISO_SMTP_TIMEOUT); it has not taken the message"
             ) from exc
         if refused:
             address, (code, text) = next(iter(refused.items()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -180,12 +181,26 @@ async def test_a_group_never_answered_times_out(raw: RawServer) -> None:
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
 
-async def test_a_chunk_never_answered_is_unconfirmed(raw: RawServer) -> None:
-    """With CHUNKING the message is in the group: no answer means it may have been kept."""
-    raw.offer_chunking, raw.silent = True, True
+async def test_a_chunk_whose_own_reply_never_comes_is_unconfirmed(raw: RawServer) -> None:
+    """MAIL and RCPT answered, the message's reply withheld: it may have been kept."""
+    raw.offer_chunking, raw.bdat_reply = True, b""
     async with raw_transport(raw, data_timeout=0.3) as transport:
         with pytest.raises(SmtpUnconfirmedError):
             await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+
+async def test_a_group_with_its_chunk_never_answered_times_out_as_a_command(
+    raw: RawServer,
+) -> None:
+    """Not even MAIL answered (a dead connection): the command timeout, not the message's,
+    and not a possible duplicate, since no server keeps a message whose MAIL it ignored."""
+    raw.offer_chunking, raw.silent = True, True
+    async with raw_transport(raw, data_timeout=30) as transport:  # commands: 2 s
+        started = time.monotonic()
+        with pytest.raises(SmtpTimeoutError):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert time.monotonic() - started < 5
 
 
 async def test_a_reply_that_is_not_smtp_is_a_server_fault_not_a_refusal(raw: RawServer) -> None:
