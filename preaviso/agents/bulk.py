@@ -173,27 +173,33 @@ class BulkLoader:
         self.topics = frozenset(self._stages)
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Task[bool] | None = None
-        self.halts = 0
-        """Halts so far: a start prepared before the last halt is for partitions revoked since."""
+        self._halts = 0
+        self._assigned_at: int | None = None
 
-    def start(self, assigned: set[Any], *, halts: int | None = None) -> None:
+    def assigned(self) -> None:
+        """Faust has a new assignment: the loader may start on it once its recovery ends."""
+        self._assigned_at = self._halts
+
+    def start(self, assigned: set[Any]) -> None:
         """Load ``assigned`` (Faust's partitions of our topics): Faust's recovery is over.
 
-        ``halts``: the count when ``assigned`` was read. A revoke halts the loader, and
-        one can come while the recovery finishes (a worker joins during the seek): then
-        ``assigned`` is gone, and the next assignment's recovery starts the loader.
+        A revoke halts the loader, and one can come after the assignment and before its
+        recovery ends (a worker joins meanwhile; Faust's recovery goes on regardless):
+        then ``assigned`` is no longer this worker's, and the next assignment's recovery
+        starts the loader.
         """
-        if halts is not None and halts != self.halts:
+        if self._assigned_at is not None and self._halts != self._assigned_at:
             log.info("bulk: partitions revoked before the loader could start; not started")
             return
         self.halt()
+        self._assigned_at = self._halts  # the same assignment may start it again
         tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
         if tps:
             self._task = asyncio.ensure_future(self._run(tps))
 
     def halt(self) -> None:
         """Stop at once (a revoke, a stop): nothing more is stored or committed."""
-        self.halts += 1
+        self._halts += 1
         for task in (self._task, self._writing):
             if task is not None:
                 task.cancel()

@@ -62,8 +62,8 @@ the chaos test). Fix: a partition without a position yet is not checked.
 The bulk stages (``agents/bulk.py``: the directory, notify) read their topics themselves: after a
 recovery those partitions stay paused for Faust and go to the loader, and a revoke
 (or a stop) halts the loader before Faust's own revoke goes on. A revoke can also come
-while the recovery finishes (a worker joins during the seek): the loader then stays
-halted, since the partitions the recovery read are no longer this worker's.
+after an assignment and before its recovery ends (Faust's recovery goes on): the loader
+then stays halted, since the partitions that recovery started for are gone.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (Consumer, "wait_first"): Consumer.wait_first,
     (Consumer, "_wait_next_records"): Consumer._wait_next_records,
     (TableManager, "on_partitions_revoked"): TableManager.on_partitions_revoked,
+    (TableManager, "on_rebalance"): TableManager.on_rebalance,
     (App, "_on_rebalance_when_stopped"): App._on_rebalance_when_stopped,
     (AIOKafkaConsumerThread, "verify_event_path"): AIOKafkaConsumerThread.verify_event_path,
     (
@@ -114,7 +115,6 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer = app.consumer
     assignment = consumer.assignment()
     bulk = _bulk(app)
-    halts = bulk.halts if bulk is not None else 0  # a revoke during the waits below halts it
     held = bulk.topics if bulk is not None else frozenset()
     streams = {tp for tp in assignment if not recovery._is_changelog_tp(tp)}
     loaded = {tp for tp in streams if tp.topic in held}
@@ -128,7 +128,7 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer.resume_flow()
     await app._fetcher.maybe_start()
     if bulk is not None:
-        bulk.start(loaded, halts=halts)
+        bulk.start(loaded)  # unless a revoke came since the assignment
 
 
 def attach_bulk(app: Any, loader: Any) -> None:
@@ -147,6 +147,19 @@ def halt_bulk_on_revoke(tables: Any, revoked: Any) -> None:
     if bulk is not None:
         bulk.halt()
     _ORIGINAL[TableManager, "on_partitions_revoked"](tables, revoked)
+
+
+async def note_assignment(
+    tables: Any, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+) -> None:
+    """Faust's ``TableManager.on_rebalance`` (a new assignment, before its recovery), told to
+    the bulk loader first: a revoke from here on means the recovery's partitions are gone."""
+    bulk = _bulk(tables.app)
+    if bulk is not None:
+        bulk.assigned()
+    await _ORIGINAL[TableManager, "on_rebalance"](
+        tables, assigned, revoked, newly_assigned, generation_id
+    )
 
 
 def halt_bulk_on_stop(app: Any) -> None:
@@ -344,6 +357,7 @@ _FIXED: dict[tuple[type, str], Any] = {
     (Consumer, "wait_first"): wait_first,
     (Consumer, "_wait_next_records"): _wait_next_records,
     (TableManager, "on_partitions_revoked"): halt_bulk_on_revoke,
+    (TableManager, "on_rebalance"): note_assignment,
     (App, "_on_rebalance_when_stopped"): halt_bulk_on_stop,
     (AIOKafkaConsumerThread, "verify_event_path"): verify_event_path,
     (AIOKafkaConsumerThread, "_create_worker_consumer"): create_worker_consumer,

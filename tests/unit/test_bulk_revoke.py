@@ -67,6 +67,7 @@ def a_recovery(seek: Any) -> Any:
         _fetcher=SimpleNamespace(maybe_start=done),
     )
     app.preaviso_bulk = Reading(app)
+    app.preaviso_bulk.assigned()  # Faust's assignment, before its recovery
 
     async def wait(coro: Any, timeout: float | None = None) -> Any:
         return await coro
@@ -110,6 +111,41 @@ async def test_a_revoke_while_the_recovery_seeks_leaves_the_loader_halted() -> N
 
     assert recovery.app.preaviso_bulk.reads == []
     assert not recovery.app.preaviso_bulk.reading
+
+
+async def test_a_revoke_after_the_assignment_keeps_the_recovery_from_starting_the_loader() -> None:
+    """Faust's recovery goes on after a revoke until the next assignment: the partitions it
+    restored for are gone by the time it ends."""
+
+    async def seek() -> None:
+        await asyncio.sleep(0)
+
+    recovery = a_recovery(seek)
+    faust_fixes.halt_bulk_on_revoke(SimpleNamespace(app=recovery.app), ASSIGNED)
+
+    await faust_fixes._seek_then_resume(recovery)
+    await asyncio.sleep(0)
+
+    assert recovery.app.preaviso_bulk.reads == []
+
+
+async def test_the_next_assignment_starts_the_loader_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through Faust's own entry point for an assignment (``TableManager.on_rebalance``)."""
+
+    async def rebalance(*_: Any) -> None:
+        return None
+
+    monkeypatch.setitem(faust_fixes._ORIGINAL, (TableManager, "on_rebalance"), rebalance)
+    recovery = a_recovery(lambda: asyncio.sleep(0))
+    faust_fixes.halt_bulk_on_revoke(SimpleNamespace(app=recovery.app), ASSIGNED)
+
+    await faust_fixes.note_assignment(SimpleNamespace(app=recovery.app), ASSIGNED, set(), set(), 2)
+    await faust_fixes._seek_then_resume(recovery)
+    await asyncio.sleep(0)
+
+    loader = recovery.app.preaviso_bulk
+    assert loader.reads == [[0, 1]]
+    loader.halt()
 
 
 async def test_a_stopping_worker_halts_the_loader_before_its_partitions_go() -> None:

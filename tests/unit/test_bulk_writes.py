@@ -55,9 +55,8 @@ class Loader:
     def __init__(self, log: list[str]) -> None:
         self.log = log
         self.topics = frozenset({"x.customers"})
-        self.halts = 0
 
-    def start(self, assigned: set[Any], *, halts: int | None = None) -> None:
+    def start(self, assigned: set[Any]) -> None:
         self.log.append(f"start {sorted(tp.partition for tp in assigned)}")
 
     def halt(self) -> None:
