@@ -46,9 +46,7 @@ class Server:
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if self.drop_on_mail:
-            assert server.transport is not None
-            server.transport.close()
-            return "421 closing"
+            return _hang_up(server)
         if self.mail_delay:
             await asyncio.sleep(self.mail_delay)
         if self.mail_reply is not None:
@@ -69,15 +67,20 @@ class Server:
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         if self.drop_on_data:
-            assert server.transport is not None
-            server.transport.close()
-            return "421 closing"
+            return _hang_up(server)
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         if b"REJECT-ME" in envelope.original_content:
             return "554 5.7.1 Message rejected"
         self.messages.append(envelope.original_content)
         return f"250 2.0.0 Ok: queued as {len(self.messages)}"
+
+
+def _hang_up(server: SMTP) -> str:
+    """Close the connection; the reply returned is never read."""
+    assert server.transport is not None
+    server.transport.close()
+    return "421 closing"
 
 
 async def start_server(handler: Server, **smtp_options: Any) -> asyncio.Server:
