@@ -196,11 +196,11 @@ class Client(aiosmtplib.SMTP):
             raise SMTPServerDisconnected("Connection lost")
         replies = _Replies(protocol, len(commands))
         transport.set_protocol(replies)
+        before_chunk = len(commands) - 1  # MAIL and the RCPTs: they answer at once
         try:
             transport.write(b"\r\n".join(commands) + b"\r\n" + chunk)
-            if chunk:  # MAIL and RCPT answer at once; only the chunk's reply may take long
-                await asyncio.wait_for(replies.until(len(commands) - 1), self.timeout)
-                self.message_sent = True
+            if chunk and self._reply_timeout(True) != self.timeout:
+                await asyncio.wait_for(replies.reached(before_chunk), self.timeout)
             await asyncio.wait_for(replies.done, self._reply_timeout(bool(chunk)))
         except TimeoutError as exc:
             self.close()
@@ -211,6 +211,8 @@ class Client(aiosmtplib.SMTP):
         finally:
             if transport.get_protocol() is replies:
                 transport.set_protocol(protocol)
+            # The chunk is in the server's hands once it answered what came before it.
+            self.message_sent = bool(chunk) and len(replies.replies) >= before_chunk
         return replies.replies
 
     def _reply_timeout(self, after_message: bool) -> float | None:
@@ -232,16 +234,15 @@ class _Replies(asyncio.Protocol):
         self._buffer = bytearray()
         self.replies: list[SMTPResponse] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._more: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count = expected
+        self._reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def until(self, count: int) -> None:
-        """Return once ``count`` replies are in (or raise what ends the group first)."""
-        while len(self.replies) < count:
-            await asyncio.wait({self.done, self._more}, return_when=asyncio.FIRST_COMPLETED)
-            if self.done.done():
-                self.done.result()  # raises what ended the group
-                return
-            self._more = asyncio.get_running_loop().create_future()
+    def reached(self, count: int) -> asyncio.Future[None]:
+        """A future done once ``count`` replies are in (or failed with what ends the group)."""
+        self._count = count
+        if len(self.replies) >= count and not self._reached.done():
+            self._reached.set_result(None)
+        return self._reached
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -253,8 +254,8 @@ class _Replies(asyncio.Protocol):
                         raise SMTPResponseException(SMTPStatus.invalid_response, "Reply too long")
                     return
                 self.replies.append(reply)
-                if not self._more.done():
-                    self._more.set_result(None)
+                if len(self.replies) == self._count and not self._reached.done():
+                    self._reached.set_result(None)
         except SMTPResponseException as exc:
             self._fail(exc)
             return
@@ -279,6 +280,9 @@ class _Replies(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if not self.done.done():
             self.done.set_exception(exc)
+        if not self._reached.done():
+            self._reached.set_exception(exc)
+            self._reached.exception()  # retrieved: it is awaited only with a data timeout
 
 
 def _reply(buffer: bytearray) -> SMTPResponse | None:
