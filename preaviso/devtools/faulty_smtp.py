@@ -2,6 +2,7 @@
 
     python -m preaviso.devtools.faulty_smtp --out DIR --port-file F \\
         [--refuse ADDRESS:CODE[:SECONDS]]... [--drop-after-data N] [--lose-after-data N]
+        [--refuse-sender SECONDS]
 
 It is the mail catcher (``catcher.py``: every accepted mail saved as an .eml file
 before the 250), plus chosen faults:
@@ -15,6 +16,8 @@ before the 250), plus chosen faults:
   arrived, so it sends it again: the duplicate a lost answer causes.
 - ``--lose-after-data N``: for the first N messages, close the connection without
   saving the message: to the sender, a server that is up but cannot take mail.
+- ``--refuse-sender SECONDS``: answer every ``MAIL FROM`` with 550 for SECONDS from the
+  first one: a relay that does not yet allow this sender (a configuration error).
 
 Each refusal, drop, loss and saved mail is appended to ``DIR/faults.jsonl`` as one JSON
 object with its time (``at``, seconds since the epoch), so tests can measure when
@@ -83,9 +86,12 @@ class FaultyWriter(EmlWriter):
         drop_after_data: int = 0,
         lose_after_data: int = 0,
         *,
+        refuse_sender: float = 0.0,
         pipelining: bool = True,
     ) -> None:
         super().__init__(out_dir, pipelining=pipelining)
+        self.refuse_sender = refuse_sender
+        self._sender_first_refused: float | None = None
         self.refusals = {r.address: r for r in refusals}
         self.drops_left = drop_after_data
         self.losses_left = lose_after_data
@@ -95,6 +101,19 @@ class FaultyWriter(EmlWriter):
     def note(self, what: str, **fields: Any) -> None:
         with self._log.open("a") as log:
             log.write(json.dumps({"at": time.time(), "what": what, **fields}) + "\n")
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.refuse_sender:
+            now = time.monotonic()
+            first = self._sender_first_refused = self._sender_first_refused or now
+            if now - first < self.refuse_sender:
+                self.note("sender refused", sender=address)
+                return "550 5.7.1 Sender not allowed to relay here"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -167,11 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="for the first N messages, close the connection without saving or answering",
     )
+    parser.add_argument(
+        "--refuse-sender",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer MAIL FROM with 550 for SECONDS from the first one",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     handler = FaultyWriter(
         args.out, args.refuse, args.drop_after_data, args.lose_after_data,
-        pipelining=args.pipelining,
+        refuse_sender=args.refuse_sender, pipelining=args.pipelining,
     )  # fmt: skip
     try:
         asyncio.run(
@@ -202,6 +228,7 @@ class FaultySmtpProcess(CatcherProcess):
         refusals: Sequence[Refusal] = (),
         drop_after_data: int = 0,
         lose_after_data: int = 0,
+        refuse_sender: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
         pipelining: bool = True,
@@ -210,12 +237,14 @@ class FaultySmtpProcess(CatcherProcess):
         self.refusals = tuple(refusals)
         self.drop_after_data = drop_after_data
         self.lose_after_data = lose_after_data
+        self.refuse_sender = refuse_sender
 
     def _command(self, port_file: Path) -> list[str]:
         command = super()._command(port_file)
         for refusal in self.refusals:
             command += ["--refuse", refusal.spec()]
         command += ["--drop-after-data", str(self.drop_after_data)]
+        command += ["--refuse-sender", str(self.refuse_sender)]
         return [*command, "--lose-after-data", str(self.lose_after_data)]
 
     def log(self) -> list[dict[str, Any]]:

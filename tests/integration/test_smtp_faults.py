@@ -93,6 +93,7 @@ def rig_for(
         refusals: tuple[Refusal, ...] = (),
         drop_after_data: int = 0,
         lose_after_data: int = 0,
+        refuse_sender: float = 0.0,
         **settings: Any,
     ) -> Rig:
         server = FaultySmtpProcess(
@@ -100,6 +101,7 @@ def rig_for(
             refusals=refusals,
             drop_after_data=drop_after_data,
             lose_after_data=lose_after_data,
+            refuse_sender=refuse_sender,
         )
         server.start()
         config = Settings(
