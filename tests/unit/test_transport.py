@@ -17,6 +17,7 @@ from preaviso.mail import (
     SmtpAuthenticationError,
     SmtpPermanentError,
     SmtpReply,
+    SmtpSenderRefusedError,
     SmtpTemporaryError,
     SmtpTimeoutError,
     SmtpTransport,
@@ -304,6 +305,29 @@ async def test_the_answer_to_the_message_gets_the_data_timeout_not_the_command_o
 
     assert reply.code == 250
     assert len(server.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "raised"),
+    [
+        ("550 5.7.1 Sender not allowed to relay", SmtpSenderRefusedError),
+        ("553 5.1.8 Sender address rejected", SmtpSenderRefusedError),
+        ("552 5.3.4 Message size exceeds fixed limit", SmtpPermanentError),
+        ("451 4.3.0 Try again later", SmtpTemporaryError),
+    ],
+)
+async def test_a_refused_sender_is_the_configuration_not_a_verdict_on_the_message(
+    server: Server, reply: str, raised: type[Exception]
+) -> None:
+    """A 5xx to MAIL FROM is the same for every mail (settling each notice as rejected
+    would drop them all); only 552, this message's size, is about the message."""
+    server.mail_reply = reply
+    async with transport_for(server) as transport:
+        with pytest.raises(raised) as caught:
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert type(caught.value) is raised
+    assert server.messages == []
 
 
 # -- SmtpTransport: reaching the server --------------------------------------------------
