@@ -173,12 +173,12 @@ class BulkLoader:
         self.topics = frozenset(self._stages)
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Task[bool] | None = None
-        self._halts = 0
-        self._assigned_at: int | None = None
+        self._assignment_held = True
+        """False from a halt (a revoke, a stop) until Faust's next assignment."""
 
     def assigned(self) -> None:
         """Faust has a new assignment: the loader may start on it once its recovery ends."""
-        self._assigned_at = self._halts
+        self._assignment_held = True
 
     def start(self, assigned: set[Any]) -> None:
         """Load ``assigned`` (Faust's partitions of our topics): Faust's recovery is over.
@@ -188,18 +188,20 @@ class BulkLoader:
         then ``assigned`` is no longer this worker's, and the next assignment's recovery
         starts the loader.
         """
-        if self._assigned_at is not None and self._halts != self._assigned_at:
+        if not self._assignment_held:
             log.info("bulk: partitions revoked before the loader could start; not started")
             return
-        self.halt()
-        self._assigned_at = self._halts  # the same assignment may start it again
+        self._cancel()
         tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
         if tps:
             self._task = asyncio.ensure_future(self._run(tps))
 
     def halt(self) -> None:
         """Stop at once (a revoke, a stop): nothing more is stored or committed."""
-        self._halts += 1
+        self._assignment_held = False
+        self._cancel()
+
+    def _cancel(self) -> None:
         for task in (self._task, self._writing):
             if task is not None:
                 task.cancel()
