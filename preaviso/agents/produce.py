@@ -110,21 +110,22 @@ async def _submit(
     out: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]], Any]] = []
     refused: Exception | None = None
     for (topic, partition), records in queued.items():
-        builder, start = producer.create_batch(), 0
-        try:
-            if refused is not None:
-                raise refused
-            for i, (key, value) in enumerate(records):
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    future = await _send(producer, builder, topic, partition)
-                    out.append(((topic, partition), records[start:i], future))
-                    builder, start = producer.create_batch(), i
-                    builder.append(key=key, value=value, timestamp=None)  # the first fits
-            future = await _send(producer, builder, topic, partition)
-        except Exception as exc:
-            refused = exc
+        start = 0
+        if refused is None:
+            builder = producer.create_batch()
+            try:
+                for i, (key, value) in enumerate(records):
+                    if builder.append(key=key, value=value, timestamp=None) is None:
+                        future = await _send(producer, builder, topic, partition)
+                        out.append(((topic, partition), records[start:i], future))
+                        builder, start = producer.create_batch(), i
+                        builder.append(key=key, value=value, timestamp=None)  # the first fits
+                future = await _send(producer, builder, topic, partition)
+            except Exception as exc:
+                refused = exc
+        if refused is not None:
             future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
+            future.set_exception(refused)
         out.append(((topic, partition), records[start:], future))
     return out
 
