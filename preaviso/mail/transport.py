@@ -255,19 +255,15 @@ class SmtpTransport(ClosingContext):
             return await self._transaction(client, sender, recipients, message)
         except ConnectionError as exc:
             client.close()
-            if client.message_sent:
-                raise self._unconfirmed(f"the connection closed ({exc})") from exc
-            if not reused:
-                raise self._dropped(exc) from exc
+            if client.message_sent or not reused:
+                raise self._lost(client, exc) from exc
         # A reused connection went stale between sends: one fresh try, then give up.
         await self._connect(client)
         try:
             return await self._transaction(client, sender, recipients, message)
         except ConnectionError as exc:
             client.close()
-            if client.message_sent:
-                raise self._unconfirmed(f"the connection closed ({exc})") from exc
-            raise self._dropped(exc) from exc
+            raise self._lost(client, exc) from exc
 
     async def _transaction(
         self, client: Client, sender: str, recipients: list[str], message: bytes
@@ -291,9 +287,7 @@ class SmtpTransport(ClosingContext):
             raise _session_refusal(exc.code, exc.message, "EHLO") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:  # aiosmtplib's own: the bytes were no SMTP reply at all
-                if client.message_sent:
-                    raise self._unconfirmed(f"no SMTP reply ({exc.message})") from exc
-                raise self._dropped(exc) from exc
+                raise self._lost(client, exc) from exc
             raise SmtpReplyError.from_reply(exc.code, exc.message, command="SMTP") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
             if client.message_sent:
@@ -349,6 +343,13 @@ class SmtpTransport(ClosingContext):
             f"SMTP server {self.host}:{self.port} got the whole message, then {what}: "
             "it may have kept it"
         )
+
+    def _lost(self, client: Client, exc: BaseException) -> TransportError:
+        """The connection broke, or spoke no SMTP: once the whole message went, the server
+        may have kept it (unconfirmed); before, it surely has not (unreachable)."""
+        if client.message_sent:
+            return self._unconfirmed(f"the connection failed ({exc})")
+        return self._dropped(exc)
 
     def _dropped(self, exc: BaseException) -> SmtpUnreachableError:
         return SmtpUnreachableError(
