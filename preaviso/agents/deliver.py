@@ -386,12 +386,13 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             if ledger.contains(delivered, notice.customer_id.encode(), notice.notice_id):
                 return  # done meanwhile (a copy of it was sent): no need to wait
             wait = (parked.not_before - datetime.now(UTC)).total_seconds()
+            stopping = "the worker stops while a parked notice waits"
             try:
                 if not await pause(min(wait, RETRY_MAX_DELAY)):
-                    raise Interrupted("the worker stops while a parked notice waits")
+                    raise Interrupted(stopping)
                 async with unrecorded:  # deliver's window counts this mail too
                     if not hold.flowing(app):  # a stop or rebalance came while it waited
-                        raise Interrupted("the worker stops while a parked notice waits")
+                        raise Interrupted(stopping)
                     await attempt(
                         outbox, event, notice, parked.first_attempt_at, parked.attempts + 1
                     )
