@@ -38,6 +38,8 @@ def test_a_mailbox_or_a_bare_address_is_accepted(value: str) -> None:
         ("PREAVISO_SMTP_UNRECORDED_MAX", "0", "greater than or equal to 1"),
         ("PREAVISO_SMTP_UNRECORDED_MAX", "lots", "valid integer"),
         ("PREAVISO_SMTP_PIPELINING", "sometimes", "valid boolean"),
+        ("PREAVISO_SMTP_DATA_TIMEOUT", "0", "greater than 0"),
+        ("PREAVISO_SMTP_DATA_TIMEOUT", "ten minutes", "valid number"),
     ],
 )
 def test_a_bad_delivery_setting_stops_the_worker_at_start_naming_it(
