@@ -180,10 +180,16 @@ def _check_value(header: str, value: str) -> None:
         raise HeaderInjectionError(header)
 
 
+def plain_address(address: str) -> bool:
+    """True for a bare ``local@domain`` (dot-atom local part, LDH domain, RFC 5321's
+    lengths): the only addresses Preaviso puts in a header or an envelope."""
+    local, _, _ = address.rpartition("@")
+    return len(address) <= 254 and len(local) <= 64 and _ADDRESS.fullmatch(address) is not None
+
+
 def _check_address(header: str, address: str) -> None:
     _check_value(header, address)
-    local, _, _ = address.rpartition("@")
-    if len(address) > 254 or len(local) > 64 or not _ADDRESS.fullmatch(address):
+    if not plain_address(address):
         raise InvalidAddressError(header, address)
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX
 
 from preaviso.mail import (
@@ -17,7 +18,7 @@ from preaviso.mail import (
     SmtpUnconfirmedError,
     SmtpUnreachableError,
 )
-from preaviso.mail.smtp_client import Client, canonical, dot_stuffed
+from preaviso.mail.smtp_client import Client, canonical, dot_stuffed, envelope_address
 from tests.unit.smtp_servers import (
     MESSAGE,
     SENDER,
@@ -54,6 +55,25 @@ def test_dot_stuffing_is_what_aiosmtplib_does_to_a_canonical_message() -> None:
         lines = [b"".join(rng.choices(pieces, k=rng.randrange(4))) for _ in range(5)]
         message = b"\r\n".join(lines) + b"\r\n"
         assert dot_stuffed(message) == PERIOD_REGEX.sub(b"..", message)  # the reference
+
+
+def test_envelope_addresses_are_what_aiosmtplib_quotes() -> None:
+    rng = random.Random(11)
+    atext = "abcXYZ0189!#$%&'*+/=?^_`{|}~-"
+    for _ in range(2000):
+        local = ".".join(
+            "".join(rng.choices(atext, k=rng.randrange(1, 6))) for _ in range(rng.randrange(1, 3))
+        )
+        domain = rng.choice(["example.com", "a-b.example", "x1.y2.z3", "localhost"])
+        address = f"{local}@{domain}"
+        assert envelope_address(address) == quote_address(address).encode()  # the reference
+
+
+@pytest.mark.parametrize(
+    "address", ["Ana <ana@example.com>", " ana@example.com ", '"a b"@example.com', "a..b@x.com"]
+)
+def test_an_address_that_is_not_plain_is_quoted_by_aiosmtplib(address: str) -> None:
+    assert envelope_address(address) == quote_address(address).encode()
 
 
 @pytest.mark.parametrize(
