@@ -335,12 +335,22 @@ def _word(data: bytes, encoding: str) -> str:
 
 
 def _quoted_printable(part: str, body: str) -> bytes:
-    """Quoted-printable UTF-8 with CRLF line breaks and lines of at most 76 chars."""
-    normalized = body.replace("\r\n", "\n").replace("\r", "\n")
+    """Quoted-printable UTF-8 with CRLF line breaks and lines of at most 76 chars.
+
+    Encoded a line at a time, each as the whole text would encode it (quoted-printable
+    starts afresh after every line break; what ends a line is all it looks at), so the
+    lines a template gives every customer alike are encoded once, not once per notice.
+    """
+    *lines, last = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     try:
-        data = normalized.encode("utf-8")
+        return b"".join([*[_qp_line(line, True) for line in lines], _qp_line(last, False)])
     except UnicodeEncodeError as exc:
         raise MessageError(f"the {part} part is not valid Unicode: {exc.reason}") from exc
-    # b2a_qp picks its line ending from the data; with LF in, LF out, and soft breaks
-    # too, so one replace gives CRLF everywhere.
+
+
+@lru_cache(maxsize=4096)
+def _qp_line(line: str, broken: bool) -> bytes:
+    """One line, and the line break after it if ``broken``, with CRLF line breaks."""
+    data = (line + "\n" if broken else line).encode("utf-8")
+    # b2a_qp keeps LF for the line break and its own soft breaks: made CRLF here.
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")

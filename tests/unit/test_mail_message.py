@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 import random
@@ -87,6 +88,18 @@ def test_long_body_lines_are_soft_wrapped_and_rejoined() -> None:
 
     assert text.get_content() == crlf(body)
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+
+
+def test_bodies_are_the_standard_quoted_printable_of_the_whole_text() -> None:
+    rng = random.Random(5)
+    pieces = ["a", "ñ", " ", "\t", "=", ".", "x" * 70, "\n", "\r\n", "\r", "🎉", "From "]
+    for _ in range(300):
+        body = "".join(rng.choices(pieces, k=rng.randrange(30)))
+        raw = build(text=body, html="<p>same</p>")
+        part = raw.split(b"quoted-printable\r\n\r\n", 1)[1].split(b"\r\n--=_", 1)[0]
+        lf = body.replace("\r\n", "\n").replace("\r", "\n").encode()
+        reference = binascii.b2a_qp(lf, quotetabs=False, istext=True, header=False)
+        assert part == reference.replace(b"\n", b"\r\n"), repr(body)
 
 
 def test_the_message_is_ascii_with_crlf_line_endings_everywhere() -> None:
