@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, wire
+from bench import baselines, cpu, wire
 from bench.directory import Directory, wire_record
 from bench.plan import Plan
 from bench.profile import top
@@ -152,8 +152,10 @@ def deliver(
     published = time.time()
     asyncio.run(wire.publish(stack.settings, [wire_record(stack.settings, event)]))
     _wait_mails(stack, 1, plan)  # the profile starts with the mails, not with the worker
+    meter, from_mail = cpu.Meter(stack.processes()).start(), stack.control.stats()["distinct"]
     profiling = _profiled(stack, plan, result, "deliver", run == 1 and c == plan.connections[-1])
     _wait_mails(stack, len(expected), plan)
+    spent = meter.per(stack.control.stats()["distinct"] - from_mail)
     if profiling:
         _end_profile(stack, result, "deliver")
     time.sleep(0.5)  # a late duplicate would show now
@@ -170,10 +172,15 @@ def deliver(
     sender = sender_address(stack.settings.mail_from)
     mails = [(sender, n["recipient"], n["mime"].encode("ascii")) for _, n in notices]
     host, port = stack.sink.host, stack.sink.port
+    bare = cpu.Meter({"sender": [cpu.SELF], "sink": stack.processes()["sink"]}).start()
     raw, raw_counts = _sink_rate(
         stack, lambda: asyncio.run(baselines.smtp_send(host, port, mails, c))
     )
     result.figures[f"e2e.c{c}.raw"] = raw
+    spent |= {f"bare_{name}": us for name, us in bare.per(len(mails)).items()}
+    result.figures |= {f"cpu.c{c}.{name}": us for name, us in spent.items()}
+    result.figures[f"cpu.c{c}.ceiling"] = cpu.ceiling(spent["total"])
+    result.figures[f"cpu.c{c}.bare_ceiling"] = cpu.ceiling(spent["bare_total"])
     not_once = sum(1 for n in raw_counts.values() if n != 1) + len(mails) - len(raw_counts)
     result.checks[f"raw.c{c}.not_once"] = not_once
     if c == plan.connections[0]:

@@ -57,6 +57,19 @@ def rows(connections: Sequence[int]) -> list[Row]:
             "mails/s", "naive", "EmailMessage + new connection per mail", target=8.0,
             stage="vs naive script",
         ),
+        Row(
+            f"cpu.c{c}.total", f"CPU a mail, every process, {c} connections", "µs",
+            f"cpu.c{c}.bare_total", "bare aiosmtplib and the sink",
+        ),
+        *(
+            Row(f"cpu.c{c}.{name}", f"CPU a mail: {label}", "µs")
+            for name, label in [
+                ("worker", "the worker"), ("composing", "its composing child"),
+                ("broker", "the Kafka broker"), ("sink", "the SMTP sink"),
+            ]
+        ),
+        Row(f"cpu.c{c}.ceiling", f"mails/s with every core busy, {c} connections", "mails/s",
+            f"cpu.c{c}.bare_ceiling", "bare aiosmtplib and the sink"),
         Row("latency.p50_s", "publish → first mail accepted, p50", "s", target=1.0, at_most=True),
         Row("latency.p99_s", "publish → first mail accepted, p99", "s"),
         Row("rss.load_mb", "worker memory (RSS) after the load", "MB"),

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import wire
+from bench import cpu, wire
 from bench.baselines import SCRATCH_TOPICS
 from bench.profile import PySpy
 from preaviso.devtools.sink import SinkControl, SinkProcess
@@ -51,9 +51,17 @@ class Stack:
     """A fresh topic prefix and data dir per run, so runs never see each other's records."""
 
     def __init__(
-        self, bootstrap: str, root: Path, run: int, partitions: int, workers: int = 1
+        self,
+        bootstrap: str,
+        root: Path,
+        run: int,
+        partitions: int,
+        workers: int = 1,
+        broker_pid: int | None = None,
     ) -> None:
         self.root = root
+        self.broker_pid = broker_pid
+        """The local broker's process, when the bench started it (its CPU is measured)."""
         self.workers = workers
         """Worker processes in the group; they share the connections asked for."""
         self.sink = SinkProcess(root / "sink")
@@ -137,6 +145,18 @@ class Stack:
             tail = self.worker.log_tail() if self.worker else ""
             raise RuntimeError(f"the worker is not running\n{tail}")
         return self.worker.proc.pid
+
+    def processes(self) -> dict[str, list[int]]:
+        """The processes a mail costs CPU in: workers, their composing children, broker, sink."""
+        workers = [w.proc.pid for w in [self.worker, *self.others] if w and w.proc]
+        found = {
+            "worker": workers,
+            "composing": [c for w in workers for c in cpu.children(w)],
+            "sink": [self.sink.pid] if self.sink.pid else [],
+        }
+        if self.broker_pid:
+            found["broker"] = [self.broker_pid]
+        return found
 
     def rss_mb(self) -> float:
         return proc_status_mb(self.pid(), "VmRSS")

@@ -26,11 +26,17 @@ Say = Callable[[str], None]
 
 
 def one_run(
-    plan: Plan, bootstrap: str, root: Path, run: int, directory: Directory, say: Say
+    plan: Plan,
+    bootstrap: str,
+    root: Path,
+    run: int,
+    directory: Directory,
+    say: Say,
+    broker_pid: int | None = None,
 ) -> phases.RunResult:
     """Every figure once, on a new prefix, a new sink and a new worker."""
     result = phases.RunResult()
-    stack = Stack(bootstrap, root / f"run-{run}", run, plan.partitions, plan.workers)
+    stack = Stack(bootstrap, root / f"run-{run}", run, plan.partitions, plan.workers, broker_pid)
     first = run == 1
     try:
         say(f"run {run}: directory load ({len(directory):,} records)")
@@ -40,6 +46,7 @@ def one_run(
             say(f"run {run}: policy change to {len(directory.customers):,} customers, {c} conn.")
             phases.deliver(stack, plan, directory, result, run, c)
             say(_brief(result, f"e2e.c{c}."))
+            say(_brief(result, f"cpu.c{c}.") + " (µs of CPU a mail; ceiling: mails/s)")
         naive = min(plan.naive_mails, len(directory.customers))
         say(f"run {run}: naive script ({naive:,} mails)")
         phases.naive(stack, plan, directory, result)
@@ -89,11 +96,12 @@ def run_suite(
     directory = generate(plan.customers, plan.seed)
     runs: list[phases.RunResult] = []
     with ExitStack() as stack:
+        broker_pid = None  # a broker given with --bootstrap may be elsewhere: not measured
         if bootstrap is None:
             kafka = stack.enter_context(LocalKafka(base_dir=work))
-            bootstrap = kafka.bootstrap
+            bootstrap, broker_pid = kafka.bootstrap, kafka.pid
         for run in range(1, plan.runs + 1):
-            runs.append(one_run(plan, bootstrap, work, run, directory, say))
+            runs.append(one_run(plan, bootstrap, work, run, directory, say, broker_pid))
     docs = [{"figures": r.figures, "checks": r.checks} for r in runs]
     table = results.rows(plan.connections)
     meta["load_end"] = os.getloadavg()[0]

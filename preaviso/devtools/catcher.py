@@ -279,6 +279,10 @@ class CatcherProcess:
             *([] if self.pipelining else ["--no-pipelining"]),
         ]
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 5 seconds; returns the exit code (0: clean stop)."""
         process, self._process = self._process, None

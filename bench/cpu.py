@@ -1,0 +1,74 @@
+"""The CPU a phase costs each process of the machine, per mail.
+
+Mails per second alone cannot tell a slow engine from a busy machine: on two cores
+the worker shares them with its composing child, the broker and the SMTP sink, and
+the bare sender it is compared with shares them with the sink only. So the mails
+phase also reads each process's CPU time (user + system, from ``/proc``, children
+included by asking for them) at the first mail and at the last, and divides by the
+mails between. The sum is the machine's CPU a mail; the cores over that sum, the
+most mails per second this machine could give if every core were busy all along.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+SELF = 0
+"""The pid that stands for this process: its own CPU, from ``time.process_time``."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of ``pid`` so far, in seconds; None once it is gone."""
+    if pid == SELF:
+        return time.process_time()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the name, in brackets, may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a worker's composing children)."""
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        found = {int(c) for t in tasks for c in (t / "children").read_text().split()}
+    except OSError:
+        return []
+    return sorted(found)
+
+
+@dataclass
+class Meter:
+    """CPU seconds of named processes from ``start`` on; ``per`` divides it among items."""
+
+    pids: Mapping[str, list[int]]
+    began: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> Meter:
+        self.began = {name: self._total(pids) for name, pids in self.pids.items()}
+        return self
+
+    def per(self, items: int) -> dict[str, float]:
+        """Microseconds of CPU per item for each name, and ``total`` for all of them."""
+        spent = {  # a process gone meanwhile takes its time with it: never below 0
+            name: max(0.0, self._total(pids) - self.began[name]) for name, pids in self.pids.items()
+        }
+        out = {name: seconds * 1e6 / max(items, 1) for name, seconds in spent.items()}
+        out["total"] = sum(out.values())
+        return out
+
+    @staticmethod
+    def _total(pids: list[int]) -> float:
+        return sum(s for s in map(cpu_seconds, pids) if s is not None)
+
+
+def ceiling(cpu_per_mail_us: float, cores: int | None = None) -> float:
+    """Mails per second if every core did nothing but this, at this CPU a mail."""
+    return (cores or os.cpu_count() or 1) * 1e6 / max(cpu_per_mail_us, 1e-9)
