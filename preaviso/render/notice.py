@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +21,7 @@ from jinja2 import (
 from markupsafe import Markup
 
 from preaviso.render.dates import long_date
+from preaviso.render.shapes import Render, Shapes, shapeable
 from preaviso.render.why import explain
 from preaviso.schemas.base import UNSAFE_IN_LINE
 from preaviso.schemas.events import CustomerUpserted, Locale, PolicyKind
@@ -74,7 +76,9 @@ class _Templates(NamedTuple):
 class Renderer:
     """Renders notices from templates compiled once, so rendering stays cheap per customer."""
 
-    def __init__(self, company_name: str, templates_dir: Path | None = None) -> None:
+    def __init__(
+        self, company_name: str, templates_dir: Path | None = None, *, shapes: bool = True
+    ) -> None:
         company_name = company_name.strip()
         if not company_name:
             raise ValueError("company_name must not be empty: every notice says who sends it")
@@ -96,15 +100,15 @@ class Renderer:
         )
         self._env.filters["nl2br"] = _nl2br
         # Load every template now: a missing one is a deployment error, found at start-up.
-        self._templates = {
-            (kind, locale): _Templates(
-                subject=self._env.get_template(f"{kind.value}.{locale.value}.subject.txt"),
-                text=self._env.get_template(f"{kind.value}.{locale.value}.txt"),
-                html=self._env.get_template(f"{kind.value}.{locale.value}.html"),
-            )
-            for kind in ImpactKind
-            for locale in Locale
-        }
+        self._templates: dict[tuple[ImpactKind, Locale], Render] = {}
+        for kind in ImpactKind:
+            for locale in Locale:
+                names = [
+                    f"{kind.value}.{locale.value}.{end}" for end in ("subject.txt", "txt", "html")
+                ]
+                render = partial(_render, _Templates(*map(self._env.get_template, names)))
+                by_shape = shapes and shapeable(self._env, *names)
+                self._templates[kind, locale] = Shapes(render).render if by_shape else render
 
     def render(
         self, impact: Impact, customer: CustomerUpserted, *, today: date | None = None
@@ -125,11 +129,7 @@ class Renderer:
             context.update(_discontinuation_context(impact, locale, today))
         else:
             context.update(_policy_context(impact, locale))
-        templates = self._templates[(impact.kind, locale)]
-        subject = _one_line(templates.subject.render(context))
-        text = _tidy_text(templates.text.render(context))
-        context["subject"] = subject
-        html = templates.html.render(context)
+        subject, text, html = self._templates[impact.kind, locale](context)
         return RenderedNotice(subject=subject, text=text, html=html)
 
     def _common_context(
@@ -172,6 +172,13 @@ def _policy_context(impact: Impact, locale: Locale) -> dict[str, Any]:
         "old_terms": _clean_text(impact.old_terms or "") or None,
         "new_terms": new_terms,
     }
+
+
+def _render(templates: _Templates, context: dict[str, Any]) -> tuple[str, str, str]:
+    subject = _one_line(templates.subject.render(context))
+    text = _tidy_text(templates.text.render(context))
+    html = templates.html.render({**context, "subject": subject})
+    return subject, text, html
 
 
 def _optional_date(day: date | None, locale: Locale) -> str | None:

@@ -1,0 +1,116 @@
+"""Rendered by shape, a notice is the very text Jinja2 gives when it renders it in full."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from preaviso.render import Renderer
+from preaviso.render.shapes import MARK, shapeable
+from preaviso.schemas.events import CustomerUpserted, Locale
+from preaviso.schemas.records import Impact, ImpactKind, OwnedProduct
+from tests.unit.test_render import COMPANY, TODAY, discontinuation, policy_change
+
+NAMES = [
+    "Ana García",
+    "José  María de la Peña",  # two spaces: kept in the body as they are
+    'Ann & <b>Bob</b> "O\'Neil"',
+    "Ñandú 🎉 Ünïcode",
+    "{{ name }} {% if x %}",
+    "x",
+]
+
+
+def customers() -> list[CustomerUpserted]:
+    return [
+        CustomerUpserted(
+            customer_id=f"c-{i}", email=f"c{i}@example.com", name=name, locale=locale, region="r"
+        )
+        for i, name in enumerate(NAMES)
+        for locale in Locale
+    ]
+
+
+def impacts(customer_id: str) -> list[Impact]:
+    products = [
+        OwnedProduct(sku=f"SKU-{n}", product_name=f"Modelo {n}", purchase_date=date(2021, 5, n))
+        for n in (1, 2)
+    ]
+    return [
+        policy_change(customer_id=customer_id),
+        policy_change(customer_id=customer_id, old_terms=None, reason="Another reason."),
+        policy_change(customer_id=customer_id, effective_date=TODAY - timedelta(days=3)),
+        discontinuation(customer_id=customer_id),
+        discontinuation(customer_id=customer_id, products=products, replacement_offer=None),
+    ]
+
+
+def test_every_packaged_template_trio_is_rendered_by_shape() -> None:
+    env = Renderer(COMPANY)._env
+    for kind in ImpactKind:
+        for locale in Locale:
+            names = [f"{kind.value}.{locale.value}.{e}" for e in ("subject.txt", "txt", "html")]
+            assert shapeable(env, *names), names
+
+
+def test_each_notice_is_what_a_full_rendering_gives() -> None:
+    shaped, full = Renderer(COMPANY), Renderer(COMPANY, shapes=False)
+    for who in customers():
+        for impact in impacts(who.customer_id):
+            # Twice: the first builds the shape, the second only fills it in.
+            for _ in range(2):
+                got = shaped.render(impact, who, today=TODAY)
+                assert got == full.render(impact, who, today=TODAY), (who.name, impact.kind)
+                assert MARK not in got.text + got.html
+
+
+def test_a_value_holding_the_mark_renders_in_full() -> None:
+    company = f"ACME {MARK} Ltd"
+    shaped, full = Renderer(company), Renderer(company, shapes=False)
+    who = customers()[0]
+
+    got = shaped.render(policy_change(customer_id=who.customer_id), who, today=TODAY)
+
+    assert got == full.render(policy_change(customer_id=who.customer_id), who, today=TODAY)
+
+
+@pytest.mark.parametrize(
+    ("template", "line"),
+    [
+        ("policy_change.es.txt", "Hola, {{ name | upper }}:"),
+        ("policy_change.es.txt", "Hola{% if name %}, {{ name }}{% endif %}:"),
+        ("policy_change.es.txt", "{% set name = 'Otro' %}Hola, {{ name }}:"),
+        ("policy_change.es.html", "{% extends '_layout.html' %}{% block content %}{{ name|e }}"),
+        ("policy_change.es.subject.txt", "Aviso para {{ name }}: {{ title }}"),
+    ],
+    ids=["filtered", "tested", "set", "filtered-html", "in-subject"],
+)
+def test_a_name_used_otherwise_than_as_it_is_renders_in_full(
+    tmp_path: Path, template: str, line: str
+) -> None:
+    shutil.copytree(Path(str(resources.files("preaviso.render") / "templates")), tmp_path / "t")
+    path = tmp_path / "t" / template
+    original = path.read_text()
+    _, _, rest = original.partition("\n")
+    if template.endswith(".html"):  # keep the rest of the block after the new first lines
+        path.write_text(line + original.split("{% block content %}", 1)[1])
+    elif template.endswith("subject.txt"):
+        path.write_text(line)
+    else:
+        path.write_text(line + "\n" + rest)
+    shaped = Renderer(COMPANY, tmp_path / "t")
+    full = Renderer(COMPANY, tmp_path / "t", shapes=False)
+    assert not shapeable(shaped._env, "policy_change.es.subject.txt", *[
+        f"policy_change.es.{e}" for e in ("txt", "html")
+    ])  # fmt: skip
+
+    for who in customers():
+        if who.locale is Locale.ES:
+            impact = policy_change(customer_id=who.customer_id)
+            got = shaped.render(impact, who, today=TODAY)
+            assert got == full.render(impact, who, today=TODAY)
+            assert MARK not in got.subject + got.text + got.html
