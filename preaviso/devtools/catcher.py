@@ -35,6 +35,8 @@ from typing import IO, Any, Self
 
 from aiosmtpd.smtp import SMTP
 
+from preaviso.devtools.lifeline import die_with_parent
+
 __all__ = [
     "CatcherError",
     "CatcherProcess",
@@ -249,6 +251,7 @@ class CatcherProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             env=env,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + self.startup_timeout
         while not port_file.exists():

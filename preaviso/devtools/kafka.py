@@ -43,6 +43,7 @@ from preaviso.devtools.kafka_fetch import (
     tail,
 )
 from preaviso.devtools.kafka_probe import probe_metadata
+from preaviso.devtools.lifeline import die_with_parent
 
 # Dev machines have ~2 cores: a small heap and collector and a quick (C1-only) JIT start faster.
 DEFAULT_JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
@@ -217,6 +218,7 @@ class LocalKafka:
             [*base, *share, _BROKER_MAIN, str(props)], cwd=wd,
             stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: terminal Ctrl-C does not hit it
+            preexec_fn=die_with_parent(),  # but it dies with this process
         )  # fmt: skip
         return self._wait_ready()
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from preaviso.devtools.lifeline import die_with_parent
 from preaviso.settings import Settings
 
 
@@ -57,6 +58,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         return self
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -82,3 +87,42 @@ def test_stop_ends_the_broker() -> None:
     assert not _port_open(controller_port)
     assert not workdir.exists()
     broker.stop()  # idempotent
+
+
+STARTER = """
+from preaviso.devtools.kafka import LocalKafka
+broker = LocalKafka().start()
+print(broker.pid, broker.port, flush=True)
+import time
+time.sleep(120)
+"""
+
+
+def test_a_broker_whose_starter_is_killed_outright_goes_away_too() -> None:
+    try:
+        fetch_kafka()
+        find_java()
+    except KafkaToolMissing as exc:
+        pytest.skip(str(exc))
+    starter = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    pid, port = map(int, starter.stdout.readline().split())
+    assert _port_open(port)
+
+    starter.send_signal(signal.SIGKILL)  # no atexit, no stop(): only the kernel can tell it
+    starter.wait()
+
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(pid)
+    assert not _port_open(port)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (once orphaned, its reaping is not ours to do)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
