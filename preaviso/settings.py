@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     smtp_unrecorded_max: Annotated[int | None, Field(ge=1, le=1024)] = Field(
         None,
         description="Mails answered by the SMTP server that may wait for their receipt "
-        "and ledger entry at once; unset: as many as the connections, at least 3. More "
-        "keeps the connections busy while Kafka writes; a crash may send each again.",
+        "and ledger entry at once; unset: three a connection, at most 12 (never fewer than "
+        "the connections). More keeps the connections busy while Kafka writes; a crash "
+        "may send each again.",
     )
     smtp_pipelining: bool = Field(
         True,

@@ -133,19 +133,31 @@ def after_refusal(
     )
 
 
-RECORDING_MIN = 3
-"""Answered mails that may wait for their receipt at once, at the least. Recording takes
-two Kafka round trips (~1.4 ms on a local broker), longer than an SMTP transaction: with
-one connection and one mail recording, the connection waited (862 → 961 mails/s)."""
+RECORDING_PER_CONNECTION = 3
+"""Answered mails per connection that may wait for their receipt at once, by default.
+Recording a group takes two Kafka round trips, 2-6 ms on a busy 2-core machine, the
+time of several SMTP transactions: with one a connection (the default until stop 18)
+the connections waited for the window, 0.44x the bare sender at 4 connections against
+0.52x with three, 3-runs side by side (docs/benchmarks.md)."""
+RECORDING_CAP = 12
+"""The default stops growing there (more connections get as many as they are): past
+it the connections alone keep enough mails in the window."""
+
+
+def unrecorded_window(settings: Settings) -> int:
+    """``PREAVISO_SMTP_UNRECORDED_MAX``, or by default three a connection, at most 12,
+    never fewer than the connections."""
+    if settings.smtp_unrecorded_max is not None:
+        return settings.smtp_unrecorded_max
+    connections = settings.smtp_connections
+    return max(connections, min(RECORDING_PER_CONNECTION * connections, RECORDING_CAP))
 
 
 def resend_bound(settings: Settings) -> int:
     """Most mails one crash can send again: those in flight on the connections, and those
-    answered whose ledger entry is not in Kafka yet (``receipts.Recorder``):
-    ``PREAVISO_SMTP_UNRECORDED_MAX``, by default as many as the connections, at least
-    ``RECORDING_MIN``. deliver-retry's mails take their place in the same window."""
-    connections, window = settings.smtp_connections, settings.smtp_unrecorded_max
-    return connections + (max(connections, RECORDING_MIN) if window is None else window)
+    answered whose ledger entry is not in Kafka yet (``receipts.Recorder``), as many as
+    ``unrecorded_window``. deliver-retry's mails take their place in the same window."""
+    return settings.smtp_connections + unrecorded_window(settings)
 
 
 class Interrupted(Exception):

@@ -112,14 +112,14 @@ async def test_a_stop_that_cannot_record_a_sent_mail_gives_it_back_uncommitted(
 
 
 @pytest.mark.parametrize(
-    ("window", "sent_unrecorded"), [(None, 5), (7, 9)], ids=["default-window", "window-of-7"]
+    ("window", "sent_unrecorded"), [(None, 8), (7, 9)], ids=["default-window", "window-of-7"]
 )
 async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, sent_unrecorded: int
 ) -> None:
-    """The resend bound: 2 connections in flight, and the window (by default at least 3)
-    answered while Kafka holds their receipts back. Past that, deliver waits: a crash now
-    re-sends at most 2 + the window mails."""
+    """The resend bound: 2 connections in flight, and the window (by default 3 a
+    connection) answered while Kafka holds their receipts back. Past that, deliver
+    waits: a crash now re-sends at most 2 + the window mails."""
     ACKED.clear()
     settings = SETTINGS.model_copy(update={"smtp_unrecorded_max": window})
     worker = Deliver(tmp_path, monkeypatch, settings)
@@ -137,9 +137,10 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     assert all(worker.recorded(f"n{n}") for n in range(20))
 
 
-def test_the_resend_bound_is_twice_the_connections_and_at_least_three_more() -> None:
-    bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in (1, 2, 3, 4, 16)]
-    assert bounds == [4, 5, 6, 8, 32]
+def test_the_resend_bound_is_four_a_connection_and_at_most_twelve_more_than_them() -> None:
+    connections = (1, 2, 3, 4, 5, 8, 12, 16)
+    bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in connections]
+    assert bounds == [4, 8, 12, 16, 17, 20, 24, 32]
 
 
 def test_the_unrecorded_window_set_replaces_the_default_in_the_bound() -> None:
