@@ -84,7 +84,11 @@ class Shapes:
         self._shapes: dict[tuple[Any, ...], Shape | None] = {}
 
     def render(self, context: Mapping[str, Any]) -> tuple[str, str, str]:
-        key = _key(context)
+        try:
+            key = _key(context)
+            hash(key)
+        except TypeError:  # a value that cannot be a key (unhashable): no shape for it
+            return self._render(dict(context))
         if key not in self._shapes:
             if len(self._shapes) >= SHAPES_MAX:
                 self._shapes.clear()

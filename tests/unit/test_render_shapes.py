@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from preaviso.render import Renderer
-from preaviso.render.shapes import MARK, shapeable
+from preaviso.render.shapes import MARK, Shapes, shapeable
 from preaviso.schemas.events import CustomerUpserted, Locale
 from preaviso.schemas.records import Impact, ImpactKind, OwnedProduct
 from tests.unit.test_render import COMPANY, TODAY, discontinuation, policy_change
@@ -114,3 +114,17 @@ def test_a_name_used_otherwise_than_as_it_is_renders_in_full(
             got = shaped.render(impact, who, today=TODAY)
             assert got == full.render(impact, who, today=TODAY)
             assert MARK not in got.subject + got.text + got.html
+
+
+def test_a_context_that_cannot_be_a_key_renders_in_full() -> None:
+    calls: list[dict[str, object]] = []
+
+    def render(context: dict[str, object]) -> tuple[str, str, str]:
+        calls.append(context)
+        return "s", f"t {context['name']}", "h"
+
+    shapes = Shapes(render)
+    context = {"name": "Ana", "extra": {"a": 1}}
+
+    assert shapes.render(context) == ("s", "t Ana", "h")
+    assert calls == [context]
