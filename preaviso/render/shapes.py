@@ -35,7 +35,7 @@ def name_uses(env: Environment, template: str) -> list[bool] | None:
     tree = env.parse(source)
     if any(tree.find_all((nodes.Include, nodes.Import, nodes.FromImport))):
         return None
-    uses = list(_name_uses(tree, None))
+    uses = list(_name_uses(tree, ()))
     for extends in tree.find_all(nodes.Extends):
         parent = extends.template
         found = name_uses(env, parent.value) if isinstance(parent, nodes.Const) else None
@@ -52,12 +52,28 @@ def shapeable(env: Environment, subject: str, text: str, html: str) -> bool:
     return name_uses(env, subject) == [] and all(u is not None and all(u) for u in bodies)
 
 
-def _name_uses(node: nodes.Node, parent: nodes.Node | None) -> Iterator[bool]:
-    """For each ``name`` in the tree: whether it is output as it is."""
+_PLAIN = (nodes.Template, nodes.Block, nodes.If, nodes.For, nodes.Scope, nodes.With)
+"""What may enclose an ``Output`` of the name: statements that choose whether and how
+often it is output, never what is done to it. A filter block, a ``set`` block, a macro
+or ``call`` block, an ``autoescape`` block would change its text or where it goes."""
+_RENDERS_AGAIN = frozenset({"self", "super", "caller"})
+"""Names that render a block or a body again as a value (``self.why()|length``)."""
+
+
+def _name_uses(node: nodes.Node, path: tuple[nodes.Node, ...]) -> Iterator[bool]:
+    """For each ``name`` in the tree (and each name that renders a block again): whether
+    it is output as it is, directly, inside nothing but plain statements."""
+    if isinstance(node, nodes.Name) and node.name in _RENDERS_AGAIN:
+        yield False
     if isinstance(node, nodes.Name) and node.name == SLOT:
-        yield isinstance(parent, nodes.Output) and node.ctx == "load"
+        *outer, parent = path
+        yield (
+            isinstance(parent, nodes.Output)
+            and node.ctx == "load"
+            and all(isinstance(n, _PLAIN) for n in outer)
+        )
     for child in node.iter_child_nodes():
-        yield from _name_uses(child, node)
+        yield from _name_uses(child, (*path, node))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +122,14 @@ class Shapes:
 
 
 def _key(context: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The context without the name; each value with its type (``True``, ``1`` and ``1.0``
+    are equal keys but not the same text)."""
     return tuple(
-        sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in context.items() if k != SLOT)
+        sorted(
+            (k, type(v), tuple(v) if isinstance(v, list) else v)
+            for k, v in context.items()
+            if k != SLOT
+        )
     )
 
 

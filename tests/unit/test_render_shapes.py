@@ -128,3 +128,46 @@ def test_a_context_that_cannot_be_a_key_renders_in_full() -> None:
 
     assert shapes.render(context) == ("s", "t Ana", "h")
     assert calls == [context]
+
+
+EDITS = {
+    "filter-block": ("txt", "{% filter upper %}Hello {{ name }},{% endfilter %}"),
+    "wordwrap-block": ("txt", "{% filter wordwrap(12) %}Hello dear {{ name }},{% endfilter %}"),
+    "set-block": ("txt", "{% set g %}{{ name }}{% endset %}Hello {{ g }} ({{ g|length }}),"),
+    "macro-call": ("txt", "{% macro m() %}{{ caller()|upper }}{% endmacro %}"
+                          "{% call m() %}Hello {{ name }},{% endcall %}"),
+    "autoescape-on-in-text": ("txt", "{% autoescape true %}Hello {{ name }},{% endautoescape %}"),
+    "autoescape-off-in-html": (
+        "html", "{% autoescape false %}<p>Hello {{ name }},</p>{% endautoescape %}"
+    ),
+    "self-block-as-value": ("html", "<p>Hello {{ name }},</p><!--{{ self.why()|length }}-->"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("part", "greeting"), EDITS.values(), ids=EDITS.keys())
+def test_a_name_inside_a_block_that_changes_its_output_renders_in_full(
+    tmp_path: Path, part: str, greeting: str
+) -> None:
+    """Output as it is, but inside something that filters, captures or re-escapes it."""
+    shutil.copytree(Path(str(resources.files("preaviso.render") / "templates")), tmp_path / "t")
+    path = tmp_path / "t" / f"policy_change.en.{part}"
+    plain = "<p>Hello {{ name }},</p>" if part == "html" else "Hello {{ name }},"
+    assert plain in path.read_text()
+    path.write_text(path.read_text().replace(plain, greeting))
+    names = [f"policy_change.en.{e}" for e in ("subject.txt", "txt", "html")]
+    shaped = Renderer(COMPANY, tmp_path / "t")
+    full = Renderer(COMPANY, tmp_path / "t", shapes=False)
+
+    assert not shapeable(shaped._env, *names)
+    for who in customers():
+        if who.locale is Locale.EN:
+            impact = policy_change(customer_id=who.customer_id)
+            assert shaped.render(impact, who, today=TODAY) == full.render(impact, who, today=TODAY)
+
+
+def test_values_equal_in_python_but_written_differently_are_different_shapes() -> None:
+    shapes = Shapes(lambda c: ("s", f"{c['flag']} {c['name']}", "h"))
+
+    assert shapes.render({"name": "Ana", "flag": True})[1] == "True Ana"
+    assert shapes.render({"name": "Ana", "flag": 1})[1] == "1 Ana"
+    assert shapes.render({"name": "Ana", "flag": 1.0})[1] == "1.0 Ana"
