@@ -46,27 +46,32 @@ def children(pid: int) -> list[int]:
 
 @dataclass
 class Meter:
-    """CPU seconds of named processes from ``start`` on; ``per`` divides it among items."""
+    """CPU seconds of named processes from ``start`` on; ``per`` divides it among items.
+
+    Each process counts on its own: one that exits meanwhile takes its time with it (0,
+    never less), the others still count. The processes are those named at the start; a
+    child started later is not counted.
+    """
 
     pids: Mapping[str, list[int]]
-    began: dict[str, float] = field(default_factory=dict)
+    began: dict[int, float] = field(default_factory=dict)
 
     def start(self) -> Meter:
-        self.began = {name: self._total(pids) for name, pids in self.pids.items()}
+        self.began = {pid: cpu_seconds(pid) or 0.0 for pids in self.pids.values() for pid in pids}
         return self
 
     def per(self, items: int) -> dict[str, float]:
         """Microseconds of CPU per item for each name, and ``total`` for all of them."""
-        spent = {  # a process gone meanwhile takes its time with it: never below 0
-            name: max(0.0, self._total(pids) - self.began[name]) for name, pids in self.pids.items()
+        out = {
+            name: sum(self._spent(pid) for pid in pids) * 1e6 / max(items, 1)
+            for name, pids in self.pids.items()
         }
-        out = {name: seconds * 1e6 / max(items, 1) for name, seconds in spent.items()}
         out["total"] = sum(out.values())
         return out
 
-    @staticmethod
-    def _total(pids: list[int]) -> float:
-        return sum(s for s in map(cpu_seconds, pids) if s is not None)
+    def _spent(self, pid: int) -> float:
+        now = cpu_seconds(pid)
+        return 0.0 if now is None else max(0.0, now - self.began.get(pid, now))
 
 
 def ceiling(cpu_per_mail_us: float, cores: int | None = None) -> float:

@@ -41,13 +41,18 @@ def test_the_meter_divides_what_was_spent_since_its_start_among_the_items() -> N
     assert spent["total"] == spent["here"]
 
 
-def test_a_process_gone_before_the_end_counts_nothing_not_less() -> None:
+def test_a_process_gone_before_the_end_counts_nothing_and_the_others_still_count() -> None:
     child = subprocess.Popen([sys.executable, "-c", BUSY])
     time.sleep(0.2)
-    meter = cpu.Meter({"gone": [child.pid]}).start()
+    meter = cpu.Meter({"gone": [child.pid], "both": [child.pid, cpu.SELF]}).start()
     child.wait()
+    end = time.process_time() + 0.1
+    while time.process_time() < end:
+        pass
+    spent = meter.per(100)
 
-    assert meter.per(10) == {"gone": 0.0, "total": 0.0}
+    assert spent["gone"] == 0.0
+    assert 1000 <= spent["both"] < 2000  # this process's 0.1 s over 100 items
 
 
 def test_the_ceiling_is_the_cores_over_the_cpu_a_mail() -> None:
