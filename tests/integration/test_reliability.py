@@ -8,8 +8,8 @@ the group's lag must return to zero and, once a settle time has passed, every
 affected customer must have a mail and a receipt. Duplicates (the same Message-ID
 twice) may only come from a worker that died or stopped mid-send: at most the mails
 in flight or answered but not yet recorded, ``deliver.resend_bound`` (four per SMTP
-connection, at most connections + 12) per fault. Who is affected comes from
-``tests/oracle.py``, not from the code under test.
+connection, at most connections + 12, at least twice the connections) per fault. Who
+is affected comes from ``tests/oracle.py``, not from the code under test.
 
 Each test prints its seed; rerun a failure with ``PREAVISO_CHAOS_SEED=<seed>``.
 A longer run: ``.venv/bin/python bench/soak_reliability.py --cycles 50``.

@@ -137,7 +137,7 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     assert all(worker.recorded(f"n{n}") for n in range(20))
 
 
-def test_the_resend_bound_is_four_a_connection_and_at_most_twelve_more_than_them() -> None:
+def test_the_resend_bound_is_four_a_connection_within_twelve_more_and_twice_them() -> None:
     connections = (1, 2, 3, 4, 5, 8, 12, 16)
     bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in connections]
     assert bounds == [4, 8, 12, 16, 17, 20, 24, 32]
