@@ -33,9 +33,11 @@ _PRCTL = _prctl()
 
 
 def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets SIGTERM once this process
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets SIGKILL once this process
     is gone; None where that cannot be asked for.
 
+    SIGKILL, not SIGTERM: nobody is left to use what an orderly stop would keep, and a
+    worker stopping in order while its broker dies too could wait for it for minutes.
     The kernel sends it when the *thread* that started the child ends, so start such
     children from a thread that lives as long as they should (the main thread).
     """
@@ -44,7 +46,7 @@ def die_with_parent() -> Callable[[], None] | None:
     prctl, parent = _PRCTL, os.getpid()
 
     def lifeline() -> None:  # in the child, between fork and exec
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if it fails, the child runs without
         if os.getppid() != parent:  # the parent died before the line was set
             os._exit(1)
 
