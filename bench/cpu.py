@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,30 +48,31 @@ def children(pid: int) -> list[int]:
 class Meter:
     """CPU seconds of named processes from ``start`` on; ``per`` divides it among items.
 
-    Each process counts on its own: one that exits meanwhile takes its time with it (0,
-    never less), the others still count. The processes are those named at the start; a
-    child started later is not counted.
+    ``find`` names the processes; it is asked at the start and again at the end, so a
+    process started meanwhile (a worker's composing child is started at its first
+    notice) counts all its time. Each process counts on its own: one that exits
+    meanwhile takes its time with it (0, never less), the others still count.
     """
 
-    pids: Mapping[str, list[int]]
+    find: Callable[[], Mapping[str, list[int]]]
     began: dict[int, float] = field(default_factory=dict)
 
     def start(self) -> Meter:
-        self.began = {pid: cpu_seconds(pid) or 0.0 for pids in self.pids.values() for pid in pids}
+        self.began = {pid: cpu_seconds(pid) or 0.0 for pids in self.find().values() for pid in pids}
         return self
 
     def per(self, items: int) -> dict[str, float]:
         """Microseconds of CPU per item for each name, and ``total`` for all of them."""
         out = {
             name: sum(self._spent(pid) for pid in pids) * 1e6 / max(items, 1)
-            for name, pids in self.pids.items()
+            for name, pids in self.find().items()
         }
         out["total"] = sum(out.values())
         return out
 
     def _spent(self, pid: int) -> float:
         now = cpu_seconds(pid)
-        return 0.0 if now is None else max(0.0, now - self.began.get(pid, now))
+        return 0.0 if now is None else max(0.0, now - self.began.get(pid, 0.0))
 
 
 def ceiling(cpu_per_mail_us: float, cores: int | None = None) -> float:

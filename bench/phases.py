@@ -149,7 +149,7 @@ def deliver(
     event = policy_for_everyone(f"bench{run}-all-c{c}")
     expected = {message_id(stack, event.event_id, p.customer_id) for p in directory.customers}
     stack.control.reset()
-    meter = cpu.Meter(stack.processes()).start()  # fan-out and notify count, as their mails
+    meter = cpu.Meter(stack.processes).start()  # fan-out and notify count, as their mails
     published = time.time()
     asyncio.run(wire.publish(stack.settings, [wire_record(stack.settings, event)]))
     _wait_mails(stack, 1, plan)  # the profile starts with the mails, not with the worker
@@ -172,7 +172,8 @@ def deliver(
     sender = sender_address(stack.settings.mail_from)
     mails = [(sender, n["recipient"], n["mime"].encode("ascii")) for _, n in notices]
     host, port = stack.sink.host, stack.sink.port
-    bare = cpu.Meter({"sender": [cpu.SELF], "sink": stack.processes()["sink"]})
+    sink = stack.processes()["sink"]
+    bare = cpu.Meter(lambda: {"sender": [cpu.SELF], "sink": sink})
 
     def send_bare() -> None:  # metered alone: not the sink's reset, nor its counts after
         bare.start()

@@ -102,7 +102,22 @@ class Stack:
             own = self.settings.model_copy(update={"data_dir": self.root / f"data-{n}"})
             self.others.append(WorkerProcess(own, log.with_suffix(f".{n}.log")).start())
         asyncio.run(self._wait_members(self.workers))
+        self._settle()
         return self.worker
+
+    def _settle(self, within: float = 20.0, still: float = 0.3) -> None:
+        """Until the workers and their children use no CPU for ``still`` seconds: a
+        composing child starts (imports, ~1 s of CPU) after the worker joins its group,
+        and no phase must count that as the cost of its records."""
+        deadline = time.monotonic() + within
+        before = -1.0
+        while time.monotonic() < deadline:
+            workers = {k: v for k, v in self.processes().items() if k in ("worker", "composing")}
+            now = sum(cpu.cpu_seconds(pid) or 0.0 for pids in workers.values() for pid in pids)
+            if 0 <= now - before < 2 / cpu.TICK:  # at most a tick or two: idle
+                return
+            before = now
+            time.sleep(still)
 
     async def _wait_members(self, count: int, within: float = 120.0) -> None:
         group = self.settings.topic(self.settings.app_id)

@@ -31,7 +31,7 @@ def test_a_busy_child_is_found_and_its_cpu_time_read() -> None:
 
 
 def test_the_meter_divides_what_was_spent_since_its_start_among_the_items() -> None:
-    meter = cpu.Meter({"here": [cpu.SELF]}).start()
+    meter = cpu.Meter(lambda: {"here": [cpu.SELF]}).start()
     end = time.process_time() + 0.2
     while time.process_time() < end:
         pass
@@ -44,7 +44,7 @@ def test_the_meter_divides_what_was_spent_since_its_start_among_the_items() -> N
 def test_a_process_gone_before_the_end_counts_nothing_and_the_others_still_count() -> None:
     child = subprocess.Popen([sys.executable, "-c", BUSY])
     time.sleep(0.2)
-    meter = cpu.Meter({"gone": [child.pid], "both": [child.pid, cpu.SELF]}).start()
+    meter = cpu.Meter(lambda: {"gone": [child.pid], "both": [child.pid, cpu.SELF]}).start()
     child.wait()
     end = time.process_time() + 0.1
     while time.process_time() < end:
@@ -58,3 +58,20 @@ def test_a_process_gone_before_the_end_counts_nothing_and_the_others_still_count
 def test_the_ceiling_is_the_cores_over_the_cpu_a_mail() -> None:
     assert cpu.ceiling(1000.0, cores=2) == 2000.0
     assert cpu.ceiling(250.0, cores=4) == 16000.0
+
+
+def test_a_process_started_after_the_meter_counts_all_its_time() -> None:
+    found: dict[str, list[int]] = {"late": []}
+    meter = cpu.Meter(lambda: found).start()
+    child = subprocess.Popen([sys.executable, "-c", BUSY + "\ntime.sleep(5)"])
+    try:
+        found["late"] = [child.pid]
+        deadline = time.monotonic() + 10
+        while (cpu.cpu_seconds(child.pid) or 0.0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spent = meter.per(1)
+    finally:
+        child.kill()
+        child.wait()
+
+    assert 300_000 <= spent["late"] < 1_000_000  # its 0.3 s and more, in µs
