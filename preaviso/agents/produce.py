@@ -72,14 +72,15 @@ async def write_all(
         if not is_transient(failure):
             raise failure
         attempt += 1
+        delay = backoff(attempt)
         log.warning(
             "writing %d records failed (%s); retry %d in %.1fs",
             sum(len(v) for v in again.values()),
             failure_name(failure),
             attempt,
-            backoff(attempt),
+            delay,
         )
-        await asyncio.sleep(backoff(attempt))
+        await asyncio.sleep(delay)
     return last
 
 
