@@ -5,9 +5,11 @@ greeting, and Jinja2 spent ~50-80 µs a notice rendering the three templates aga
 When the only use a template trio makes of ``name`` is ``{{ name }}`` as it is in its
 bodies, and none in its subject (read off the syntax trees, with what they extend),
 it is rendered once per context without the name (its *shape*), with ``MARK`` in the
-name's place, and cut at each mark. A customer's text is then the pieces joined by their name, and
-their HTML the pieces joined by their name escaped, as autoescape would have.
-Anything else (a name filtered, tested or set, an include) renders in full.
+name's place, and cut at each mark. A customer's text is then the pieces joined by
+their name, and their HTML the pieces joined by their name escaped, as autoescape
+would have. Anything else renders in full: a name filtered, tested or set, or inside
+a filter, ``set``, macro, ``call`` or ``autoescape`` block; a block rendered again
+(``self``, ``super``, ``caller``); an include or import.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class Shapes:
         return shape.fill(context[SLOT])
 
     def _shape(self, context: Mapping[str, Any]) -> Shape | None:
-        if any(MARK in v for _, v in _strings(context)):
+        if any(MARK in v for v in _strings(context)):
             return None
         subject, text, html = self._render({**context, SLOT: MARK})
         return Shape(subject, tuple(text.split(MARK)), tuple(html.split(MARK)))
@@ -133,13 +135,14 @@ def _key(context: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a context but the name, however deep."""
     if isinstance(value, str):
-        yield key, value
+        yield value
     elif isinstance(value, Mapping):
         for k, v in value.items():
             if k != SLOT:
-                yield from _strings(v, str(k))
+                yield from _strings(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _strings(v, key)
+            yield from _strings(v)
