@@ -3,10 +3,11 @@
 Mails per second alone cannot tell a slow engine from a busy machine: on two cores
 the worker shares them with its composing child, the broker and the SMTP sink, and
 the bare sender it is compared with shares them with the sink only. So the mails
-phase also reads each process's CPU time (user + system, from ``/proc``, children
-included by asking for them) at the first mail and at the last, and divides by the
-mails between. The sum is the machine's CPU a mail; the cores over that sum, the
-most mails per second this machine could give if every core were busy all along.
+phase also reads each process's CPU time (user + system, from ``/proc``; the
+worker's children found by asking for them) from the change's publication to its
+last mail, and divides by the mails. The sum is the machine's CPU a mail; the cores
+over that sum, the most mails per second this machine could give if every core were
+busy all along.
 """
 
 from __future__ import annotations

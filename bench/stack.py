@@ -112,8 +112,8 @@ class Stack:
         deadline = time.monotonic() + within
         before = -1.0
         while time.monotonic() < deadline:
-            workers = {k: v for k, v in self.processes().items() if k in ("worker", "composing")}
-            now = sum(cpu.cpu_seconds(pid) or 0.0 for pids in workers.values() for pid in pids)
+            found = self.processes()
+            now = sum(cpu.cpu_seconds(p) or 0.0 for p in found["worker"] + found["composing"])
             if 0 <= now - before < 2 / cpu.TICK:  # at most a tick or two: idle
                 return
             before = now
