@@ -22,19 +22,19 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import mode
 
 from preaviso.agents import hold, ledger
+from preaviso.agents.answers import RETRY_MAX_DELAY, after_refusal, receipt_for
 from preaviso.agents.outbox import failure_name
 from preaviso.agents.receipts import Recorder, RecorderClosed
 from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
     SmtpPermanentError,
-    SmtpReplyError,
     SmtpSenderRefusedError,
     SmtpTemporaryError,
     SmtpTimeoutError,
@@ -55,15 +55,6 @@ log = logging.getLogger("preaviso.deliver")
 
 OUTAGE_MAX_DELAY = 30.0
 """Longest wait between two tries while the SMTP server cannot be used."""
-RETRY_FIRST_DELAY = 1.0
-"""Wait after a notice's first 4xx; it doubles with every further 4xx."""
-RETRY_MAX_DELAY = 60.0
-"""Longest wait between two tries of a parked notice.
-
-deliver-retry waits for parked notices in turn, so one due later holds up those
-behind it for at most this long.
-"""
-REPLY_CHARS = 4000
 RECORD_ON_STOP = 5.0
 """Seconds a stopping worker gives the receipts of mails already answered to be written."""
 
@@ -74,63 +65,6 @@ Pause = Callable[[float], Awaitable[bool]]
 def backoff(attempt: int, cap: float = OUTAGE_MAX_DELAY) -> float:
     """Exponential backoff with full jitter, so retries from many notices do not align."""
     return random.uniform(0, min(cap, 0.5 * 2**attempt))
-
-
-def retry_delay(attempts: int, rng: random.Random | None = None) -> float:
-    """Seconds from the 4xx of attempt number ``attempts`` to the next attempt.
-
-    1 s after the first, doubling up to ``RETRY_MAX_DELAY``; half of it fixed and
-    half random ("equal jitter"), so parked notices do not come back all at once,
-    and none comes back at once.
-    """
-    base = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2.0 ** min(max(attempts, 1) - 1, 16))
-    return base / 2 + (rng or random).uniform(0, base / 2)
-
-
-def receipt_for(
-    notice: Notice, status: DeliveryStatus, code: int, reply: str, at: datetime | None = None
-) -> DeliveryReceipt:
-    return DeliveryReceipt(
-        notice_id=notice.notice_id,
-        customer_id=notice.customer_id,
-        message_id=notice.message_id,
-        recipient=notice.recipient,
-        status=status,
-        smtp_code=code,
-        smtp_reply=reply[:REPLY_CHARS],
-        sent_at=at or datetime.now(UTC),
-        source="preaviso",
-    )
-
-
-def after_refusal(
-    notice: Notice,
-    refusal: SmtpReplyError,
-    *,
-    first_attempt_at: datetime,
-    attempts: int,
-    now: datetime,
-    max_age: float,
-    rng: random.Random | None = None,
-) -> ParkedNotice | DeliveryReceipt:
-    """What follows a 4xx on attempt number ``attempts``: park the notice, or give up.
-
-    The limit is the notice's age, counted from its first attempt, not a number of
-    tries: once ``max_age`` seconds have passed, the last refusal is final and the
-    notice gets a ``failed`` receipt. The next attempt is never due later than that
-    moment, so the last one is made right at the limit.
-    """
-    if (now - first_attempt_at).total_seconds() >= max_age:
-        return receipt_for(notice, DeliveryStatus.FAILED, refusal.code, refusal.reply, now)
-    due = now + timedelta(seconds=retry_delay(attempts, rng))
-    return ParkedNotice(
-        notice=notice,
-        first_attempt_at=first_attempt_at,
-        attempts=attempts,
-        not_before=min(due, first_attempt_at + timedelta(seconds=max_age)),
-        last_code=refusal.code,
-        last_reply=refusal.reply[:REPLY_CHARS],
-    )
 
 
 RECORDING_PER_CONNECTION = 3

@@ -14,14 +14,8 @@ import pytest
 from mode.utils.queues import FlowControlEvent
 
 from preaviso.agents import deliver, hold
-from preaviso.agents.deliver import (
-    RETRY_MAX_DELAY,
-    Interrupted,
-    OneAtATime,
-    after_refusal,
-    retry_delay,
-    send_notice,
-)
+from preaviso.agents.answers import RETRY_MAX_DELAY, after_refusal, retry_delay
+from preaviso.agents.deliver import Interrupted, OneAtATime, send_notice
 from preaviso.mail import (
     MemoryTransport,
     SmtpReplyError,
