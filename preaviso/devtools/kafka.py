@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from preaviso.devtools import stop_on_sigterm
+from preaviso.devtools import leftovers, stop_on_sigterm
 from preaviso.devtools.kafka_fetch import (
     KAFKA_VERSION,
     KafkaDevError,
@@ -49,6 +49,7 @@ from preaviso.devtools.lifeline import die_with_parent
 DEFAULT_JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 _BROKER_MAIN = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
+_WORKDIR_PREFIX = "preaviso-kafka-"
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,7 @@ class LocalKafka:
 
     def _launch(self, java: str, libs: Path) -> bool:
         """One start attempt; False means a port clash worth retrying."""
-        wd = self.workdir = self.workdir or Path(
-            tempfile.mkdtemp(prefix="preaviso-kafka-", dir=self._base_dir)
-        )
+        wd = self.workdir = self.workdir or self._new_workdir()
         shutil.rmtree(wd / "data", ignore_errors=True)
         picked = free_ports(2, self.host)
         self.port, self.controller_port = self._want[0] or picked[0], self._want[1] or picked[1]
@@ -221,6 +220,16 @@ class LocalKafka:
             preexec_fn=die_with_parent(),  # but it dies with this process
         )  # fmt: skip
         return self._wait_ready()
+
+    def _new_workdir(self) -> Path:
+        """A run dir of its own; first, those of brokers whose starter was killed go."""
+        parent = self._base_dir or Path(tempfile.gettempdir())
+        for gone in leftovers.sweep(parent, _WORKDIR_PREFIX):
+            log.info("deleted %s, left by a killed run", gone)
+        wd = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=self._base_dir))
+        if not self.keep:
+            leftovers.claim(wd)
+        return wd
 
     def _wait_ready(self) -> bool:
         assert self._proc is not None

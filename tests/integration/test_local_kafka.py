@@ -90,33 +90,58 @@ def test_stop_ends_the_broker() -> None:
 
 
 STARTER = """
+import sys
+from pathlib import Path
 from preaviso.devtools.kafka import LocalKafka
-broker = LocalKafka().start()
-print(broker.pid, broker.port, flush=True)
+broker = LocalKafka(base_dir=Path(sys.argv[1])).start()
+print(broker.pid, broker.port, broker.workdir, flush=True)
 import time
 time.sleep(120)
 """
 
 
-def test_a_broker_whose_starter_is_killed_outright_goes_away_too() -> None:
+def _killed_starter(base_dir: Path) -> tuple[int, int, Path]:
+    """A process that started a broker in ``base_dir``, then SIGKILLed: the broker's pid,
+    its port and its run dir."""
     try:
         fetch_kafka()
         find_java()
     except KafkaToolMissing as exc:
         pytest.skip(str(exc))
-    starter = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True)
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, str(base_dir)], stdout=subprocess.PIPE, text=True
+    )
     assert starter.stdout is not None
-    pid, port = map(int, starter.stdout.readline().split())
-    assert _port_open(port)
-
+    pid, port, workdir = starter.stdout.readline().split()
+    assert _port_open(int(port))
     starter.send_signal(signal.SIGKILL)  # no atexit, no stop(): only the kernel can tell it
     starter.wait()
+    return int(pid), int(port), Path(workdir)
+
+
+def test_a_broker_whose_starter_is_killed_outright_goes_away_too(tmp_path: Path) -> None:
+    pid, port, _ = _killed_starter(tmp_path)
 
     deadline = time.monotonic() + 30  # its leader thread may show as gone before its port
     while (_running(pid) or _port_open(port)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(pid)
     assert not _port_open(port)
+
+
+def test_the_run_dir_a_killed_starter_left_goes_when_the_next_broker_starts(
+    tmp_path: Path,
+) -> None:
+    pid, _, left = _killed_starter(tmp_path)
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (left / "server.log").exists()  # the JVM is gone, its logs are not
+
+    with LocalKafka(base_dir=tmp_path) as broker:
+        assert not left.exists()
+        assert broker.workdir is not None
+        assert broker.workdir.exists()
 
 
 def _running(pid: int) -> bool:
