@@ -217,13 +217,21 @@ def _catcher_rate(out: Path, mails: Sequence[baselines.Mail], c: int) -> float:
 
 
 def naive(stack: Stack, plan: Plan, directory: Directory, result: RunResult) -> None:
-    """The naive script's mails/s: an EmailMessage and a new connection per customer."""
+    """The naive script's mails/s (an EmailMessage and a new connection per customer), and
+    the CPU a mail it and the sink spend: what 8x its rate would ask of the machine."""
     people = directory.customers[: plan.naive_mails]
     host, port = stack.sink.host, stack.sink.port
     sender = stack.settings.mail_from
-    result.figures["naive"], _ = _sink_rate(
-        stack, lambda: baselines.naive(host, port, people, sender)
-    )
+    sink = stack.processes()["sink"]
+    meter = cpu.Meter(lambda: {"script": [cpu.SELF], "sink": sink})
+
+    def send() -> None:
+        meter.start()
+        baselines.naive(host, port, people, sender)
+        spent = meter.per(len(people))
+        result.figures |= {f"cpu.naive.{name}": us for name, us in spent.items()}
+
+    result.figures["naive"], _ = _sink_rate(stack, send)
 
 
 def latency(stack: Stack, plan: Plan, directory: Directory, result: RunResult, run: int) -> None:
