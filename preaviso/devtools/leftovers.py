@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 __all__ = ["OWNER_FILE", "claim", "owner_alive", "sweep"]
 
 OWNER_FILE = ".preaviso-owner"
-"""In a run dir: ``<pid> <start time>`` of the process it belongs to."""
+"""In a run dir: ``<host> <pid> <start time>`` of the process it belongs to. The host,
+because a pid means nothing in another container that shares the temp dir."""
 
 
 def _start_time(pid: int) -> str | None:
@@ -44,18 +46,24 @@ def _start_time(pid: int) -> str | None:
 def claim(directory: Path) -> None:
     """Mark ``directory`` as this process's, until it deletes it itself."""
     pid = os.getpid()
-    (directory / OWNER_FILE).write_text(f"{pid} {_start_time(pid) or ''}\n")
+    (directory / OWNER_FILE).write_text(f"{_host()} {pid} {_start_time(pid) or '-'}\n")
 
 
 def owner_alive(directory: Path) -> bool:
-    """True unless ``directory`` names a process, and that process is gone."""
+    """True unless ``directory`` names a process of this host, and that process is gone."""
     try:
-        pid_text, _, started = (directory / OWNER_FILE).read_text().strip().partition(" ")
+        host, pid_text, started = (directory / OWNER_FILE).read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return True  # no owner named: not ours to judge
+    if host != _host():
+        return True
     now = _start_time(pid)
-    return now not in (None, "Z") and (not started or not now or now == started)
+    return now not in (None, "Z") and (started == "-" or not now or now == started)
+
+
+def _host() -> str:
+    return socket.gethostname().replace(" ", "_") or "-"
 
 
 def sweep(parent: Path, prefix: str) -> list[Path]:

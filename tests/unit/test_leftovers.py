@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,19 @@ def test_a_dir_that_names_no_process_is_never_touched(tmp_path: Path) -> None:
 
 def test_a_reused_pid_is_not_taken_for_the_process_that_died(tmp_path: Path) -> None:
     reused = run_dir(tmp_path, "preaviso-kafka-reused")
-    (reused / OWNER_FILE).write_text(f"{os.getpid()} 1\n")  # this pid, another start time
+    (reused / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()} 1\n")
 
-    assert sweep(tmp_path, "preaviso-kafka-") == [reused]
+    assert sweep(tmp_path, "preaviso-kafka-") == [reused]  # this pid, another start time
+
+
+def test_a_dir_of_another_host_is_not_judged_by_its_pid(tmp_path: Path) -> None:
+    elsewhere = run_dir(tmp_path, "preaviso-kafka-elsewhere")  # a container sharing /tmp
+    subprocess.run([sys.executable, "-c", CLAIM_AND_EXIT, str(elsewhere)], check=True)
+    owner = (elsewhere / OWNER_FILE).read_text().split()
+    (elsewhere / OWNER_FILE).write_text(" ".join(["another-host", *owner[1:]]))
+
+    assert sweep(tmp_path, "preaviso-kafka-") == []
+    assert elsewhere.exists()
 
 
 def test_only_dirs_with_the_prefix_are_looked_at(tmp_path: Path) -> None:
