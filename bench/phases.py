@@ -153,9 +153,16 @@ def deliver(
     published = time.time()
     asyncio.run(wire.publish(stack.settings, [wire_record(stack.settings, event)]))
     _wait_mails(stack, 1, plan)  # the profile starts with the mails, not with the worker
+    # The rate is timed from the first mail: so is the CPU that bounds it.
+    sending = cpu.Meter(stack.processes).start()
+    first = stack.control.stats()["distinct"]
     profiling = _profiled(stack, plan, result, "deliver", run == 1 and c == plan.connections[-1])
     _wait_mails(stack, len(expected), plan)
-    spent = meter.per(stack.control.stats()["distinct"])
+    distinct = stack.control.stats()["distinct"]
+    spent = meter.per(distinct)
+    result.figures[f"cpu.c{c}.sending_ceiling"] = cpu.ceiling(
+        sending.per(distinct - first)["total"]
+    )
     if profiling:
         _end_profile(stack, result, "deliver")
     time.sleep(0.5)  # a late duplicate would show now
