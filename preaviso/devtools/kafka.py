@@ -125,6 +125,7 @@ class LocalKafka:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdout: IO[bytes] | None = None
         self._dump: tuple[Path, Path, list[str]] | None = None  # (tmp, archive, check cmd)
+        self._claim: leftovers.Claim | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -218,6 +219,7 @@ class LocalKafka:
             stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: terminal Ctrl-C does not hit it
             preexec_fn=die_with_parent(),  # but it dies with this process
+            pass_fds=() if self._claim is None or self._claim.fd is None else (self._claim.fd,),
         )  # fmt: skip
         return self._wait_ready()
 
@@ -227,8 +229,8 @@ class LocalKafka:
         for gone in leftovers.sweep(parent, _WORKDIR_PREFIX):
             log.info("deleted %s, left by a killed run", gone)
         wd = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=self._base_dir))
-        if not self.keep:
-            leftovers.claim(wd)
+        if not self.keep:  # the JVM inherits the claim's lock: it holds as long as either
+            self._claim = leftovers.Claim(wd)
         return wd
 
     def _wait_ready(self) -> bool:
@@ -294,6 +296,9 @@ class LocalKafka:
         if self.workdir is not None and not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        if self._claim is not None:  # kept after all (evidence of a failure): never swept
+            self._claim.release(keep=self.keep)
+            self._claim = None
 
     def __enter__(self) -> Self:
         return self.start()

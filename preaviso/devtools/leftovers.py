@@ -2,75 +2,83 @@
 
 A broker's run dir (its log segments: hundreds of MB after a benchmark) is deleted when
 the broker stops. A starter killed outright (SIGKILL, a CI timeout, an OOM kill)
-deletes nothing; the lifeline (``lifeline.py``) stops its JVM, and the dir stayed. So a
-run dir names the process it belongs to (``claim``), and the next start sweeps the dirs
-beside its own whose process is gone (``sweep``). A dir that names no process (kept on
-purpose, or made by another tool) is never touched.
+deletes nothing; on Linux the lifeline (``lifeline.py``) stops its JVM, and the dir
+stayed. So a run dir holds an owner file, locked (``flock``) for as long as the process
+that claimed it, or the broker that inherited the lock, lives (``Claim``); the next
+start sweeps the dirs beside its own whose lock it can take (``sweep``). A lock, not a
+pid: a pid means nothing to a process in another pid namespace sharing the temp dir,
+and is reused. A dir without an owner file (kept on purpose, or being made) is never
+touched. Where ``fcntl`` is missing (Windows) nothing is claimed and nothing swept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import socket
 from pathlib import Path
 
-__all__ = ["OWNER_FILE", "claim", "owner_alive", "sweep"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["OWNER_FILE", "Claim", "sweep"]
 
 OWNER_FILE = ".preaviso-owner"
-"""In a run dir: ``<host> <pid> <start time>`` of the process it belongs to. The host,
-because a pid means nothing in another container that shares the temp dir."""
+"""In a run dir: locked while its owner lives; it says the owner's pid, for people."""
 
 
-def _start_time(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot, Linux), so a reused pid is not taken
-    for the process that died; "" where that is unknown but ``pid`` runs; None: gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if Path("/proc/self/stat").exists():
-            return None  # Linux, and no such process
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return ""
-        return ""
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[1].split()
-    return "Z" if fields[0] == "Z" else fields[19]  # a zombie has exited
+class Claim:
+    """``directory`` is this process's (and its children's, given ``fd``) until released."""
 
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fd: int | None = None
+        if fcntl is None:
+            return
+        # Locked under another name first, then renamed: a sweeper never finds the owner
+        # file unlocked while its owner lives.
+        staging = directory / f"{OWNER_FILE}.{os.getpid()}"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.replace(staging, directory / OWNER_FILE)
+        self.fd = fd
 
-def claim(directory: Path) -> None:
-    """Mark ``directory`` as this process's, until it deletes it itself."""
-    pid = os.getpid()
-    (directory / OWNER_FILE).write_text(f"{_host()} {pid} {_start_time(pid) or '-'}\n")
-
-
-def owner_alive(directory: Path) -> bool:
-    """True unless ``directory`` names a process of this host, and that process is gone."""
-    try:
-        host, pid_text, started = (directory / OWNER_FILE).read_text().split()
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return True  # no owner named: not ours to judge
-    if host != _host():
-        return True
-    now = _start_time(pid)
-    return now not in (None, "Z") and (started == "-" or not now or now == started)
-
-
-def _host() -> str:
-    return socket.gethostname().replace(" ", "_") or "-"
+    def release(self, *, keep: bool = False) -> None:
+        """Let go of the dir; ``keep``: it stays for people to read, and is never swept."""
+        if keep:
+            (self.directory / OWNER_FILE).unlink(missing_ok=True)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def sweep(parent: Path, prefix: str) -> list[Path]:
     """Delete the dirs ``parent/prefix*`` whose owner is gone; those deleted."""
     swept = []
     for candidate in parent.glob(f"{prefix}*"):
-        if candidate.is_dir() and not candidate.is_symlink() and not owner_alive(candidate):
-            shutil.rmtree(candidate, ignore_errors=True)
+        if candidate.is_dir() and not candidate.is_symlink() and _abandoned(candidate):
             swept.append(candidate)
     return swept
+
+
+def _abandoned(directory: Path) -> bool:
+    """Delete ``directory`` if nobody holds its owner file's lock; True if it went."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(directory / OWNER_FILE, os.O_RDONLY)
+    except OSError:
+        return False  # no owner file: not ours to judge
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # its owner lives
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -1,20 +1,24 @@
-"""A run dir goes once the process it names is gone, and never before."""
+"""A run dir goes once nobody holds its claim, and never before."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from preaviso.devtools.leftovers import OWNER_FILE, claim, owner_alive, sweep
+import pytest
 
-CLAIM_AND_EXIT = """
+from preaviso.devtools.leftovers import OWNER_FILE, Claim, sweep
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
+
+CLAIM_AND_WAIT = """
 import sys
 from pathlib import Path
-from preaviso.devtools.leftovers import claim
-claim(Path(sys.argv[1]))
+from preaviso.devtools.leftovers import Claim
+Claim(Path(sys.argv[1]))
+print("claimed", flush=True)
+sys.stdin.read()  # until told to go
 """
 
 
@@ -25,53 +29,64 @@ def run_dir(parent: Path, name: str) -> Path:
     return path
 
 
-def test_a_dir_whose_process_exited_is_swept(tmp_path: Path) -> None:
-    dead = run_dir(tmp_path, "preaviso-kafka-dead")
-    subprocess.run([sys.executable, "-c", CLAIM_AND_EXIT, str(dead)], check=True)
+def claimed_elsewhere(directory: Path) -> subprocess.Popen[str]:
+    """Another process (another pid namespace would do the same) holding ``directory``."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", CLAIM_AND_WAIT, str(directory)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert owner.stdout is not None
+    assert owner.stdout.readline() == "claimed\n"
+    return owner
 
-    assert not owner_alive(dead)
+
+def test_a_dir_whose_owner_exited_is_swept(tmp_path: Path) -> None:
+    dead = run_dir(tmp_path, "preaviso-kafka-dead")
+    owner = claimed_elsewhere(dead)
+    owner.communicate("")  # it exits
+
     assert sweep(tmp_path, "preaviso-kafka-") == [dead]
     assert not dead.exists()
 
 
-def test_a_dir_whose_process_runs_is_kept(tmp_path: Path) -> None:
+def test_a_dir_whose_owner_lives_is_kept_whatever_its_pid_says_here(tmp_path: Path) -> None:
+    alive = run_dir(tmp_path, "preaviso-kafka-alive")
+    owner = claimed_elsewhere(alive)
+    (alive / OWNER_FILE).write_text("999999999\n")  # a pid from another namespace, or reused
+    try:
+        assert sweep(tmp_path, "preaviso-kafka-") == []
+        assert (alive / "server.log").exists()
+    finally:
+        owner.communicate("")
+
+
+def test_a_dir_this_process_holds_is_kept(tmp_path: Path) -> None:
     mine = run_dir(tmp_path, "preaviso-kafka-mine")
-    claim(mine)
+    claim = Claim(mine)
 
     assert sweep(tmp_path, "preaviso-kafka-") == []
-    assert (mine / "server.log").exists()
+    claim.release()
+    assert sweep(tmp_path, "preaviso-kafka-") == [mine]
 
 
-def test_a_dir_that_names_no_process_is_never_touched(tmp_path: Path) -> None:
-    kept = run_dir(tmp_path, "preaviso-kafka-kept")  # keep=True, or made before owners
-    garbled = run_dir(tmp_path, "preaviso-kafka-garbled")
-    (garbled / OWNER_FILE).write_text("not a pid\n")
+def test_a_dir_released_to_be_kept_is_never_swept(tmp_path: Path) -> None:
+    evidence = run_dir(tmp_path, "preaviso-kafka-evidence")
+    Claim(evidence).release(keep=True)
+
+    assert sweep(tmp_path, "preaviso-kafka-") == []
+    assert (evidence / "server.log").exists()
+
+
+def test_a_dir_that_names_no_owner_is_never_touched(tmp_path: Path) -> None:
+    kept = run_dir(tmp_path, "preaviso-kafka-kept")  # keep=True, or just made by mkdtemp
 
     assert sweep(tmp_path, "preaviso-kafka-") == []
     assert kept.exists()
-    assert garbled.exists()
-
-
-def test_a_reused_pid_is_not_taken_for_the_process_that_died(tmp_path: Path) -> None:
-    reused = run_dir(tmp_path, "preaviso-kafka-reused")
-    (reused / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()} 1\n")
-
-    assert sweep(tmp_path, "preaviso-kafka-") == [reused]  # this pid, another start time
-
-
-def test_a_dir_of_another_host_is_not_judged_by_its_pid(tmp_path: Path) -> None:
-    elsewhere = run_dir(tmp_path, "preaviso-kafka-elsewhere")  # a container sharing /tmp
-    subprocess.run([sys.executable, "-c", CLAIM_AND_EXIT, str(elsewhere)], check=True)
-    owner = (elsewhere / OWNER_FILE).read_text().split()
-    (elsewhere / OWNER_FILE).write_text(" ".join(["another-host", *owner[1:]]))
-
-    assert sweep(tmp_path, "preaviso-kafka-") == []
-    assert elsewhere.exists()
 
 
 def test_only_dirs_with_the_prefix_are_looked_at(tmp_path: Path) -> None:
     other = run_dir(tmp_path, "someone-else")
-    subprocess.run([sys.executable, "-c", CLAIM_AND_EXIT, str(other)], check=True)
+    Claim(other).release()
 
     assert sweep(tmp_path, "preaviso-kafka-") == []
     assert other.exists()
