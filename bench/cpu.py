@@ -7,7 +7,9 @@ phase also reads each process's CPU time (user + system, from ``/proc``; the
 worker's children found by asking for them) from the change's publication to its
 last mail, and divides by the mails. The sum is the machine's CPU a mail; the cores
 over that sum, the most mails per second this machine could give if every core were
-busy all along.
+busy all along. The mails/s is timed from the first mail, so a second meter from the
+first mail on gives the ceiling that bounds it (``cpu.c<n>.sending_ceiling``); the
+naive script and the sink are metered too.
 """
 
 from __future__ import annotations
