@@ -13,7 +13,7 @@ committed. A table entry never reaches Kafka before the outputs of its batch: an
 
 Faust still owns the partitions. The app subscribes the topics, so they are
 assigned in the worker's group like every other (co-partitioned with the tables,
-and ``preaviso lag`` and Kafka's tools see one group), but Faust never fetches
+and Kafka's tools and ``streams/lag.py`` see one group), but Faust never fetches
 them. A loader starts on the partitions Faust assigned once Faust's table
 recovery is over, and is halted before Faust's revoke goes on
 (``streams/faust_fixes.py``). Offsets are committed through Faust's consumer: a
