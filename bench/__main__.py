@@ -57,6 +57,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.* go")
     parser.add_argument("--no-write", action="store_true", help="print only, write no docs")
     parser.add_argument(
+        "--keep-work", action="store_true",
+        help="keep the work dir (logs, data dirs); kept anyway when a check fails or a "
+        "profile is taken",
+    )  # fmt: skip
+    parser.add_argument(
         "--report-only", action="store_true",
         help="regenerate the page and chart from DOCS/benchmarks.json, measure nothing",
     )  # fmt: skip
@@ -89,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         for path in suite.write(data, args.docs, chart=True):
             print(f"wrote {path}")
+    reason = suite.kept_because(data, asked=args.keep_work)
+    if reason is None:
+        suite.cleanup(Path(data["work_dir"]))
+    else:
+        print(f"work dir kept ({reason}): {data['work_dir']}")
     return 1 if any(data["checks"].values()) else 0
 
 

@@ -159,5 +159,18 @@ def render(source: Path, *, chart: bool) -> list[Path]:
     return [page, *written]
 
 
+def kept_because(data: dict[str, Any], *, asked: bool) -> str | None:
+    """Why a run's work dir (logs, profiles, data dirs: ~20 MB a quick run) stays after it:
+    asked for, a check failed (the logs are the evidence), or a profile's raw samples are
+    in it. None: nothing in it is worth the space."""
+    if asked:
+        return "--keep-work"
+    if any(data["checks"].values()):
+        return "a check failed"
+    if data["profiles"]:
+        return "the profiles are in it"
+    return None
+
+
 def cleanup(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)

@@ -8,6 +8,7 @@ import pytest
 
 from bench.profile import package, top
 from bench.results import Row, spread_text, summarize
+from bench.suite import kept_because
 
 
 def test_ratios_are_per_run_then_their_median() -> None:
@@ -48,3 +49,19 @@ def test_profile_folds_samples_per_function_package_and_project_function(tmp_pat
     ]
     assert package("write (asyncio/selector_events.py)") == "asyncio"
     assert package("uuid4 (uuid.py)") == "(stdlib)"
+
+
+@pytest.mark.parametrize(
+    ("checks", "profiles", "asked", "reason"),
+    [
+        ({"e2e.c4.missing": 0}, {}, False, None),
+        ({"e2e.c4.missing": 0}, {}, True, "--keep-work"),
+        ({"e2e.c4.missing": 3}, {}, False, "a check failed"),
+        ({"e2e.c4.missing": 0}, {"deliver": {"file": "p.txt"}}, False, "the profiles are in it"),
+    ],
+)
+def test_a_work_dir_stays_only_when_asked_or_when_it_holds_evidence(
+    checks: dict[str, int], profiles: dict[str, object], asked: bool, reason: str | None
+) -> None:
+    data = {"checks": checks, "profiles": profiles}
+    assert kept_because(data, asked=asked) == reason
