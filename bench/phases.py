@@ -140,6 +140,25 @@ def _sink_rate(stack: Stack, send: Callable[[], None]) -> tuple[float, dict[str,
     return rate(stats["accepted"], stats["first"], stats["last"]), stack.control.counts()
 
 
+def _sender_rate(
+    stack: Stack, send: Callable[[], None], mails: int, sender: str
+) -> tuple[float, dict[str, int], dict[str, float]]:
+    """``_sink_rate`` of a sender running in this process, and the CPU a mail it (named
+    ``sender``) and the sink spent: metered around the send alone, not the sink's reset
+    nor its counts after."""
+    sink = stack.processes()["sink"]
+    meter = cpu.Meter(lambda: {sender: [cpu.SELF], "sink": sink})
+    spent: dict[str, float] = {}
+
+    def metered() -> None:
+        meter.start()
+        send()
+        spent.update(meter.per(mails))
+
+    mails_rate, counts = _sink_rate(stack, metered)
+    return mails_rate, counts, spent
+
+
 def deliver(
     stack: Stack, plan: Plan, directory: Directory, result: RunResult, run: int, c: int
 ) -> None:
@@ -179,15 +198,10 @@ def deliver(
     sender = sender_address(stack.settings.mail_from)
     mails = [(sender, n["recipient"], n["mime"].encode("ascii")) for _, n in notices]
     host, port = stack.sink.host, stack.sink.port
-    sink = stack.processes()["sink"]
-    bare = cpu.Meter(lambda: {"sender": [cpu.SELF], "sink": sink})
-
-    def send_bare() -> None:  # metered alone: not the sink's reset, nor its counts after
-        bare.start()
-        asyncio.run(baselines.smtp_send(host, port, mails, c))
-        spent.update({f"bare_{name}": us for name, us in bare.per(len(mails)).items()})
-
-    raw, raw_counts = _sink_rate(stack, send_bare)
+    raw, raw_counts, bare = _sender_rate(
+        stack, lambda: asyncio.run(baselines.smtp_send(host, port, mails, c)), len(mails), "sender"
+    )
+    spent |= {f"bare_{name}": us for name, us in bare.items()}
     result.figures[f"e2e.c{c}.raw"] = raw
     result.figures |= {f"cpu.c{c}.{name}": us for name, us in spent.items()}
     result.figures[f"cpu.c{c}.ceiling"] = cpu.ceiling(spent["total"])
@@ -229,16 +243,10 @@ def naive(stack: Stack, plan: Plan, directory: Directory, result: RunResult) -> 
     people = directory.customers[: plan.naive_mails]
     host, port = stack.sink.host, stack.sink.port
     sender = stack.settings.mail_from
-    sink = stack.processes()["sink"]
-    meter = cpu.Meter(lambda: {"script": [cpu.SELF], "sink": sink})
-
-    def send() -> None:
-        meter.start()
-        baselines.naive(host, port, people, sender)
-        spent = meter.per(len(people))
-        result.figures |= {f"cpu.naive.{name}": us for name, us in spent.items()}
-
-    result.figures["naive"], _ = _sink_rate(stack, send)
+    result.figures["naive"], _, spent = _sender_rate(
+        stack, lambda: baselines.naive(host, port, people, sender), len(people), "script"
+    )
+    result.figures |= {f"cpu.naive.{name}": us for name, us in spent.items()}
 
 
 def latency(stack: Stack, plan: Plan, directory: Directory, result: RunResult, run: int) -> None:
