@@ -239,12 +239,9 @@ class BulkLoader:
                 await consumer.stop()
 
     async def _seek_committed(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
-        committed = await self._pipe.app.consumer._thread.call_thread(
-            _committed, self._pipe.app.consumer._thread, tps
-        )
+        committed = await faust_fixes.committed_offsets(self._pipe.app, tps)
         for tp in tps:
-            # Never committed: offset 0, the beginning (as faust_fixes.seek_to_committed)
-            consumer.seek(tp, committed.get(tp) or 0)
+            consumer.seek(tp, committed[tp])
 
     async def _load(self, consumer: AIOKafkaConsumer) -> bool:
         """Handle batch after batch; False once Faust's group has moved on.
@@ -374,9 +371,3 @@ def register(
         pipe.app.topics.add(pipe.topics[spec.name])
     faust_fixes.attach_bulk(pipe.app, loader)
     return loader
-
-
-async def _committed(thread: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
-    """The group's committed offsets, asked by Faust's own consumer (in its thread)."""
-    consumer = thread._ensure_consumer()
-    return {tp: await consumer.committed(tp) for tp in tps}

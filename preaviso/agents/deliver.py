@@ -30,6 +30,7 @@ import mode
 from preaviso.agents import hold, ledger
 from preaviso.agents.answers import RETRY_MAX_DELAY, after_refusal, receipt_for
 from preaviso.agents.outbox import failure_name
+from preaviso.agents.reader import read_stage
 from preaviso.agents.receipts import Recorder, RecorderClosed
 from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
@@ -347,7 +348,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
 
         return handle
 
-    run_stage(pipe, t.NOTICES, "deliver", deliver)
+    # Read by a plain consumer: Faust's streams cost more than deliver's own work.
+    read_stage(pipe, t.NOTICES, "deliver", deliver)
     # One parked notice at a time: its wait holds the stage, so nothing else may be held.
     run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry, batch_max=1)
 

@@ -101,6 +101,7 @@ _ORIGINAL: dict[tuple[type, str], Any] = {
     (TableManager, "on_partitions_revoked"): TableManager.on_partitions_revoked,
     (TableManager, "on_rebalance"): TableManager.on_rebalance,
     (App, "_on_rebalance_when_stopped"): App._on_rebalance_when_stopped,
+    (App, "_consumer_wait_empty"): App._consumer_wait_empty,
     (AIOKafkaConsumerThread, "verify_event_path"): AIOKafkaConsumerThread.verify_event_path,
     (
         AIOKafkaConsumerThread,
@@ -114,8 +115,8 @@ async def _seek_then_resume(recovery: Any) -> None:
     app = recovery.app
     consumer = app.consumer
     assignment = consumer.assignment()
-    bulk = _bulk(app)
-    held = bulk.topics if bulk is not None else frozenset()
+    loaders = _loaders(app)
+    held = frozenset().union(*(loader.topics for loader in loaders))
     streams = {tp for tp in assignment if not recovery._is_changelog_tp(tp)}
     loaded = {tp for tp in streams if tp.topic in held}
     streams -= loaded
@@ -127,8 +128,8 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer.resume_partitions(streams)
     consumer.resume_flow()
     await app._fetcher.maybe_start()
-    if bulk is not None:
-        bulk.start(loaded)  # unless a revoke came since the assignment
+    for loader in loaders:  # unless a revoke came since the assignment
+        loader.start({tp for tp in loaded if tp.topic in loader.topics})
 
 
 def attach_bulk(app: Any, loader: Any) -> None:
@@ -136,17 +137,48 @@ def attach_bulk(app: Any, loader: Any) -> None:
     app.preaviso_bulk = loader
 
 
-def _bulk(app: Any) -> Any:
-    return getattr(app, "preaviso_bulk", None)
+def attach_reader(app: Any, reader: Any) -> None:
+    """Hand a stage reader (``agents/reader.py``) to the recovery and revoke steps below."""
+    app.preaviso_readers = [*getattr(app, "preaviso_readers", ()), reader]
+
+
+def _loaders(app: Any) -> list[Any]:
+    """The bulk loader and the stage readers: whatever reads partitions Faust holds."""
+    bulk = getattr(app, "preaviso_bulk", None)
+    return [*([bulk] if bulk is not None else []), *getattr(app, "preaviso_readers", ())]
+
+
+async def committed_offsets(app: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The group's committed offsets, asked by Faust's own consumer (in its thread); never
+    committed is offset 0, the beginning (as ``seek_to_committed`` below)."""
+    thread = app.consumer._thread
+
+    async def ask() -> dict[TopicPartition, int]:
+        consumer = thread._ensure_consumer()
+        return {tp: await consumer.committed(tp) or 0 for tp in tps}
+
+    result: dict[TopicPartition, int] = await thread.call_thread(ask)
+    return result
 
 
 def halt_bulk_on_revoke(tables: Any, revoked: Any) -> None:
     """Faust's ``TableManager.on_partitions_revoked`` (a rebalance or a stop), with the
-    bulk loader halted first: it stores and commits nothing once this returns."""
-    bulk = _bulk(tables.app)
-    if bulk is not None:
-        bulk.halt()
+    bulk loader halted first: it stores and commits nothing once this returns. Stage
+    readers take no more records; their loops finish what they hold in
+    ``wait_for_readers``, where Faust waits for its own streams."""
+    for loader in _loaders(tables.app):
+        loader.halt()
     _ORIGINAL[TableManager, "on_partitions_revoked"](tables, revoked)
+
+
+async def wait_for_readers(app: Any, consumer: Any, logger: Any) -> None:
+    """Faust's ``App._consumer_wait_empty`` (a revoke or a stop, the flow suspended): the
+    stage readers' loops finish the records they hold first, as Faust's streams do."""
+    readers = getattr(app, "preaviso_readers", ())
+    for reader in readers:
+        reader.halt()  # a stop comes here without a revoke
+    await asyncio.gather(*(reader.drained() for reader in readers))
+    await _ORIGINAL[App, "_consumer_wait_empty"](app, consumer, logger)
 
 
 async def note_assignment(
@@ -154,9 +186,8 @@ async def note_assignment(
 ) -> None:
     """Faust's ``TableManager.on_rebalance`` (a new assignment, before its recovery), told to
     the bulk loader first: a revoke from here on means the recovery's partitions are gone."""
-    bulk = _bulk(tables.app)
-    if bulk is not None:
-        bulk.assigned()
+    for loader in _loaders(tables.app):
+        loader.assigned()
     await _ORIGINAL[TableManager, "on_rebalance"](
         tables, assigned, revoked, newly_assigned, generation_id
     )
@@ -166,9 +197,8 @@ def halt_bulk_on_stop(app: Any) -> None:
     """Faust's ``App._on_rebalance_when_stopped`` (a stopping worker's partitions go), with
     the bulk loader halted first: a stop skips the revoke above, and the loader would go on
     writing for partitions other workers take over until the process ends."""
-    bulk = _bulk(app)
-    if bulk is not None:
-        bulk.halt()
+    for loader in _loaders(app):
+        loader.halt()
     _ORIGINAL[App, "_on_rebalance_when_stopped"](app)
 
 
@@ -359,6 +389,7 @@ _FIXED: dict[tuple[type, str], Any] = {
     (TableManager, "on_partitions_revoked"): halt_bulk_on_revoke,
     (TableManager, "on_rebalance"): note_assignment,
     (App, "_on_rebalance_when_stopped"): halt_bulk_on_stop,
+    (App, "_consumer_wait_empty"): wait_for_readers,
     (AIOKafkaConsumerThread, "verify_event_path"): verify_event_path,
     (AIOKafkaConsumerThread, "_create_worker_consumer"): create_worker_consumer,
 }

@@ -39,9 +39,12 @@ class Deliver:
     ) -> None:
         stages: dict[str, Any] = {}
         services: list[Any] = []
-        monkeypatch.setattr(
-            deliver, "run_stage", lambda p, s, name, f, **_: stages.update({name: f})
-        )
+
+        def capture(p: Any, s: Any, name: str, f: Any, **_: Any) -> None:
+            stages[name] = f
+
+        monkeypatch.setattr(deliver, "run_stage", capture)
+        monkeypatch.setattr(deliver, "read_stage", capture)
         monkeypatch.setattr(deliver, "RECORD_ON_STOP", 0.05)
         self.producer = GatedProducer(gated=settings.topic("receipts"))
         self.table = Tables("memory://", tmp_path).table("delivered")

@@ -1,0 +1,233 @@
+"""A Faust stage's topic read by a plain consumer and handed to the same stage loop.
+
+Faust's streams cost deliver more than its own work: each notice went through Faust's
+consumer thread, its hand-over to the event loop, an ``Event`` and the stream's
+iteration, ~100 µs of the worker's CPU a mail at 4 connections (a worker's thread
+against ~300 µs for everything else; docs/benchmarks.md). ``StageReader`` reads the
+stage's topic as ``agents/bulk.py`` reads the directory: Faust keeps the partitions
+(subscribed in its group, never fetched by it: ``faust_fixes``), a plain aiokafka
+consumer fetches them from the group's committed offsets, and each record goes into
+``StageLoop`` exactly as a Faust event did, so the loop's rules hold unchanged: held
+until done and written, released in offset order per partition, retried or
+dead-lettered, given back at a stop or rebalance.
+
+A released record is committed through Faust's consumer (its member id and
+generation: a reader whose partitions moved is refused), every ``COMMIT_INTERVAL``.
+At a revoke the reader stops taking records and its loop finishes the records it
+holds before Faust's revoke goes on (``faust_fixes``), as Faust waits for its own
+streams: a send in flight ends and is recorded, a wait for the SMTP server ends at
+once (the flow is suspended) and gives its record back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+
+from preaviso.agents.outbox import Outbox, backoff, failure_name
+from preaviso.agents.stage import BATCH_MAX, EventHandler, StageLoop
+from preaviso.streams import faust_fixes
+from preaviso.streams import topics as t
+from preaviso.streams.app import Pipeline
+from preaviso.streams.kafka import client_options
+
+log = logging.getLogger("preaviso.reader")
+
+FETCH_WAIT = 0.1
+"""Seconds a fetch waits for records before the loop may flush what it holds."""
+COMMIT_INTERVAL = 1.0
+"""Seconds between commits of released records (Faust's own ``broker_commit_interval``)."""
+DRAIN_MAX = 30.0
+"""Seconds a revoke or a stop waits for the records the loop holds: a mail in flight
+takes milliseconds, and a wait for the SMTP server ends at once. Past it they are
+cancelled, and read again by the next owner (the ledger skips those already sent)."""
+
+
+class _Message:
+    """What ``StageLoop`` and the dead letters read of a Faust message."""
+
+    __slots__ = ("acked", "generation_id", "key", "offset", "partition", "topic", "value")
+
+    def __init__(self, record: Any, generation: int) -> None:
+        self.topic: str = record.topic
+        self.partition: int = record.partition
+        self.offset: int = record.offset
+        self.key: bytes | None = record.key
+        self.value: bytes | None = record.value
+        self.generation_id = generation
+        self.acked = False  # set by ``hold.give_back``: never committed past
+
+    def incref(self) -> None:
+        """Faust's reference count; nothing else acks these records."""
+
+
+class Record:
+    """One fetched record as the stage loop takes it: ``ack`` marks it released."""
+
+    __slots__ = ("_released", "message")
+
+    def __init__(self, message: _Message, released: Callable[[_Message], None]) -> None:
+        self.message = message
+        self._released = released
+
+    def ack(self) -> None:
+        if not self.message.acked:  # given back: nothing after it is committed either
+            self.message.acked = True
+            self._released(self.message)
+
+
+class StageReader:
+    """Reads ``source`` on the partitions Faust assigned and runs ``stage``'s loop over it."""
+
+    def __init__(
+        self,
+        pipe: Pipeline,
+        source: t.TopicSpec,
+        stage: str,
+        on_event: Callable[[Outbox], EventHandler],
+        *,
+        batch_max: int = BATCH_MAX,
+    ) -> None:
+        self._pipe = pipe
+        self.stage = stage
+        self.topics = frozenset({pipe.topic_name(source)})
+        self._outbox = Outbox(pipe, stage)
+        self._handler = on_event(self._outbox)
+        self._batch_max = batch_max
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._assignment_held = True
+        self._generation = 0
+        self._released: dict[TP, int] = {}
+
+    def assigned(self) -> None:
+        """Faust has a new assignment: the reader may start on it once its recovery ends."""
+        self._assignment_held = True
+
+    def start(self, assigned: set[Any]) -> None:
+        """Read ``assigned`` (Faust's partitions of our topic): Faust's recovery is over."""
+        if not self._assignment_held:
+            log.info("%s: partitions revoked before the reader started; not started", self.stage)
+            return
+        if self._task is not None:
+            self._task.cancel()  # halted before, and drained or given up on
+        tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        self._generation += 1
+        self._released = {}
+        self._stopping = asyncio.Event()
+        if tps:
+            self._task = asyncio.ensure_future(self._run(tps))
+
+    def halt(self) -> None:
+        """Take no more records (a revoke, a stop); ``drained`` waits for those held."""
+        self._assignment_held = False
+        self._stopping.set()
+
+    async def drained(self, seconds: float = DRAIN_MAX) -> None:
+        """Return once the loop has finished the records it held (at most ``seconds``)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        await asyncio.wait({task}, timeout=seconds)
+        if not task.done():
+            log.warning("%s: records still held after %.0fs; read again by the next owner",
+                        self.stage, seconds)  # fmt: skip
+            task.cancel()
+
+    def _release(self, message: _Message) -> None:
+        if message.generation_id == self._generation:
+            self._released[TP(message.topic, message.partition)] = message.offset + 1
+
+    async def _run(self, tps: list[TopicPartition]) -> None:
+        loop = StageLoop(self.stage, self._outbox, self._handler, batch_max=self._batch_max)
+        fetched: deque[Any] = deque()
+        committing = asyncio.ensure_future(self._commit_every(COMMIT_INTERVAL))
+        try:
+            await loop.run(self._records(tps, fetched), lambda: len(fetched))
+        finally:
+            committing.cancel()
+
+    async def _records(self, tps: list[TopicPartition], fetched: deque[Any]) -> AsyncIterator[Any]:
+        """Each record of ``tps`` in offset order per partition, until the reader halts; a
+        failed consumer is replaced, from the first record not taken yet."""
+        generation = self._generation
+        positions: dict[TopicPartition, int] = {}
+        attempt = 0
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                **client_options(self._pipe.settings),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_wait_ms=int(FETCH_WAIT * 1000),
+            )
+            try:
+                await consumer.start()
+                consumer.assign(tps)
+                if not positions:
+                    positions = await faust_fixes.committed_offsets(self._pipe.app, tps)
+                for tp in tps:
+                    consumer.seek(tp, positions[tp])
+                attempt = 0
+                while not self._stopping.is_set():
+                    if not fetched:
+                        got = await consumer.getmany(
+                            timeout_ms=int(FETCH_WAIT * 1000), max_records=self._batch_max
+                        )
+                        for records in got.values():
+                            fetched.extend(records)
+                        continue
+                    record = fetched.popleft()
+                    positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                    yield Record(_Message(record, generation), self._release)
+            except Exception as exc:  # Kafka or the network: a new consumer, same positions
+                fetched.clear()
+                attempt += 1
+                log.warning("%s: reading failed (%s); again in %.1fs", self.stage,
+                            failure_name(exc), backoff(attempt))  # fmt: skip
+                await asyncio.sleep(backoff(attempt))
+            finally:
+                await consumer.stop()
+
+    async def _commit_every(self, seconds: float) -> None:
+        """Commit the released records' offsets through Faust's consumer, now and then."""
+        consumer = self._pipe.app.consumer
+        committed: dict[TP, int] = {}
+        while True:
+            await asyncio.sleep(seconds)
+            due = {tp: o for tp, o in self._released.items() if committed.get(tp) != o}
+            if not due or self._stopping.is_set():
+                continue
+            if not due.keys() <= consumer.assignment():
+                self.halt()  # moved to another worker: Faust's commit would drop them
+                continue
+            try:
+                if not await consumer._commit(due):
+                    self.halt()  # refused: the group moved on
+                    continue
+            except Exception as exc:  # the next round commits them
+                log.warning("%s: commit failed (%s)", self.stage, failure_name(exc))
+                continue
+            committed.update(due)
+
+
+def read_stage(
+    pipe: Pipeline,
+    source: t.TopicSpec,
+    stage: str,
+    on_event: Callable[[Outbox], EventHandler],
+    *,
+    batch_max: int = BATCH_MAX,
+) -> StageReader:
+    """``run_stage`` on a plain consumer instead of a Faust agent (same handler, same
+    loop): the topic is subscribed in Faust's group and never fetched by Faust."""
+    reader = StageReader(pipe, source, stage, on_event, batch_max=batch_max)
+    pipe.app.topics.add(pipe.topics[source.name])
+    faust_fixes.attach_reader(pipe.app, reader)
+    return reader
