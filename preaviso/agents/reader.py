@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from preaviso.agents.outbox import Outbox, backoff, failure_name
+from preaviso.agents.outbox import Outbox, as_current, backoff, failure_name
 from preaviso.agents.stage import BATCH_MAX, EventHandler, StageLoop
 from preaviso.streams import faust_fixes
 from preaviso.streams import topics as t
@@ -70,7 +70,7 @@ class _Message:
 class Record:
     """One fetched record as the stage loop takes it: ``ack`` marks it released."""
 
-    __slots__ = ("_released", "message")
+    __slots__ = ("__weakref__", "_released", "message")
 
     def __init__(self, message: _Message, released: Callable[[_Message], None]) -> None:
         self.message = message
@@ -185,7 +185,9 @@ class StageReader:
                         continue
                     record = fetched.popleft()
                     positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                    yield Record(_Message(record, generation), self._release)
+                    taken = Record(_Message(record, generation), self._release)
+                    with as_current(taken):  # Faust's stores read its partition, as for events
+                        yield taken
             except Exception as exc:  # Kafka or the network: a new consumer, same positions
                 fetched.clear()
                 attempt += 1

@@ -59,11 +59,13 @@ after a rebalance a partition can be assigned and fetched for before its positio
 is set; the check then crashed the consumer, and the worker with it (seen once in
 the chaos test). Fix: a partition without a position yet is not checked.
 
-The bulk stages (``agents/bulk.py``: the directory, notify) read their topics themselves: after a
-recovery those partitions stay paused for Faust and go to the loader, and a revoke
-(or a stop) halts the loader before Faust's own revoke goes on. A revoke can also come
-after an assignment and before its recovery ends (Faust's recovery goes on): the loader
-then stays halted, since the partitions that recovery started for are gone.
+The bulk stages (``agents/bulk.py``: the directory, notify) and deliver (``agents/reader.py``)
+read their topics themselves: after a recovery those partitions stay paused for Faust and
+go to the loader and the readers, and a revoke (or a stop) halts them before Faust's own
+revoke goes on; where Faust then waits for its streams, it waits for the records the
+readers hold too. A revoke can also come after an assignment and before its recovery
+ends (Faust's recovery goes on): the loader then stays halted, since the partitions that
+recovery started for are gone.
 """
 
 from __future__ import annotations

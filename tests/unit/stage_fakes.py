@@ -116,3 +116,32 @@ def record(offset: int, value: bytes = b"{}", key: bytes | None = b"C1", partiti
 async def stream(*events: Any) -> AsyncIterator[Any]:
     for event in events:
         yield event
+
+
+def recovery_after(assigned: set[Any], resumed: set[Any], log: list[str], **loaders: Any) -> Any:
+    """Faust's table recovery as ``faust_fixes._seek_then_resume`` sees it, over ``assigned``:
+    the partitions Faust resumes go into ``resumed``, its flow resuming into ``log``;
+    ``loaders`` are set on the app."""
+
+    async def done(*_: Any, **__: Any) -> None:
+        return None
+
+    app = SimpleNamespace(
+        **loaders,
+        consumer=SimpleNamespace(
+            assignment=lambda: assigned,
+            perform_seek=done,
+            resume_partitions=resumed.update,
+            resume_flow=lambda: log.append("resume_flow"),
+        ),
+        conf=SimpleNamespace(broker_request_timeout=5),
+        flow_control=SimpleNamespace(resume=lambda: None),
+        _fetcher=SimpleNamespace(maybe_start=done),
+    )
+    return SimpleNamespace(
+        app=app,
+        log=SimpleNamespace(info=lambda *a: None),
+        completed=SimpleNamespace(set=lambda: None),
+        _is_changelog_tp=lambda tp: False,
+        _wait=lambda coro, timeout: coro,
+    )

@@ -18,6 +18,7 @@ from faust.types import TP
 
 from preaviso.agents import bulk, produce
 from preaviso.streams import faust_fixes, scan
+from tests.unit.stage_fakes import recovery_after
 from tests.unit.stores import Tables
 
 
@@ -70,28 +71,7 @@ async def test_faust_resumes_every_stream_partition_but_the_bulk_ones_and_starts
     assigned = {TP("x.customers", 0), TP("x.customers", 2), TP("x.impacts", 0)}
     resumed: set[Any] = set()
 
-    async def done(*_: Any, **__: Any) -> None:
-        return None
-
-    app = SimpleNamespace(
-        preaviso_bulk=Loader(log),
-        consumer=SimpleNamespace(
-            assignment=lambda: assigned,
-            perform_seek=done,
-            resume_partitions=resumed.update,
-            resume_flow=lambda: log.append("resume_flow"),
-        ),
-        conf=SimpleNamespace(broker_request_timeout=5),
-        flow_control=SimpleNamespace(resume=lambda: None),
-        _fetcher=SimpleNamespace(maybe_start=done),
-    )
-    recovery = SimpleNamespace(
-        app=app,
-        log=SimpleNamespace(info=lambda *a: None),
-        completed=SimpleNamespace(set=lambda: None),
-        _is_changelog_tp=lambda tp: False,
-        _wait=lambda coro, timeout: coro,
-    )
+    recovery = recovery_after(assigned, resumed, log, preaviso_bulk=Loader(log))
 
     await faust_fixes._seek_then_resume(recovery)
 
