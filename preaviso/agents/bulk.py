@@ -39,7 +39,7 @@ from preaviso.agents.dead_letters import dead_letter_record
 from preaviso.agents.outbox import backoff, failure_name
 from preaviso.agents.produce import Send, write_all
 from preaviso.compose import Composed, Job
-from preaviso.streams import faust_fixes, scan
+from preaviso.streams import faust_fixes, group, scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.kafka import client_options
@@ -239,7 +239,7 @@ class BulkLoader:
                 await consumer.stop()
 
     async def _seek_committed(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
-        committed = await faust_fixes.committed_offsets(self._pipe.app, tps)
+        committed = await group.committed_offsets(self._pipe.app, tps)
         for tp in tps:
             consumer.seek(tp, committed[tp])
 

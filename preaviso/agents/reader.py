@@ -24,15 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from preaviso.agents.outbox import Outbox, as_current, backoff, failure_name
+from preaviso.agents.outbox import Outbox, backoff, failure_name
 from preaviso.agents.stage import BATCH_MAX, EventHandler, StageLoop
-from preaviso.streams import faust_fixes
+from preaviso.streams import faust_fixes, group
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from preaviso.streams.kafka import client_options
@@ -70,7 +70,7 @@ class _Message:
 class Record:
     """One fetched record as the stage loop takes it: ``ack`` marks it released."""
 
-    __slots__ = ("__weakref__", "_released", "message")
+    __slots__ = ("__weakref__", "_released", "message")  # weakref: Faust's current event
 
     def __init__(self, message: _Message, released: Callable[[_Message], None]) -> None:
         self.message = message
@@ -97,14 +97,15 @@ class StageReader:
         self._pipe = pipe
         self.stage = stage
         self.topics = frozenset({pipe.topic_name(source)})
-        self._outbox = Outbox(pipe, stage)
-        self._handler = on_event(self._outbox)
+        self._on_event = on_event
         self._batch_max = batch_max
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._assignment_held = True
         self._generation = 0
         self._released: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+        self._crashing: asyncio.Future[Any] | None = None
 
     def assigned(self) -> None:
         """Faust has a new assignment: the reader may start on it once its recovery ends."""
@@ -119,10 +120,11 @@ class StageReader:
             self._task.cancel()  # halted before, and drained or given up on
         tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
         self._generation += 1
-        self._released = {}
-        self._stopping = asyncio.Event()
+        self._released, self._committed = {}, {}
+        stopping = self._stopping = asyncio.Event()
         if tps:
-            self._task = asyncio.ensure_future(self._run(tps))
+            self._task = asyncio.ensure_future(self._run(tps, stopping))
+            self._task.add_done_callback(self._ended)
 
     def halt(self) -> None:
         """Take no more records (a revoke, a stop); ``drained`` waits for those held."""
@@ -140,42 +142,68 @@ class StageReader:
                         self.stage, seconds)  # fmt: skip
             task.cancel()
 
+    async def commit(self) -> None:
+        """Commit the offsets after the records released so far, through Faust's consumer;
+        halt if the group refuses or the partitions moved (nothing committed then)."""
+        due = {tp: o for tp, o in self._released.items() if self._committed.get(tp) != o}
+        if not due:
+            return
+        if await group.commit_assigned(self._pipe.app, due):
+            self._committed.update(due)
+        else:
+            log.info("%s: partitions moved on (a rebalance); reader stops", self.stage)
+            self.halt()
+
     def _release(self, message: _Message) -> None:
         if message.generation_id == self._generation:
             self._released[TP(message.topic, message.partition)] = message.offset + 1
 
-    async def _run(self, tps: list[TopicPartition]) -> None:
-        loop = StageLoop(self.stage, self._outbox, self._handler, batch_max=self._batch_max)
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop never ends by itself but at a halt: anything else is a bug, and a
+        worker that silently stopped delivering is worse than one that stops."""
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("%s: reader failed: %r; the worker stops", self.stage, exc)
+            self._crashing = asyncio.ensure_future(self._pipe.app.crash(exc))
+
+    async def _run(self, tps: list[TopicPartition], stopping: asyncio.Event) -> None:
+        outbox = Outbox(self._pipe, self.stage)  # a run's own: its claims end with it
+        loop = StageLoop(self.stage, outbox, self._on_event(outbox), batch_max=self._batch_max)
         fetched: deque[Any] = deque()
-        committing = asyncio.ensure_future(self._commit_every(COMMIT_INTERVAL))
+        records = self._records(tps, fetched, stopping)
+        committing = asyncio.ensure_future(self._commit_every(stopping))
         try:
-            await loop.run(self._records(tps, fetched), lambda: len(fetched))
+            await loop.run(records, lambda: len(fetched))
         finally:
             committing.cancel()
+            await records.aclose()
 
-    async def _records(self, tps: list[TopicPartition], fetched: deque[Any]) -> AsyncIterator[Any]:
+    async def _records(
+        self, tps: list[TopicPartition], fetched: deque[Any], stopping: asyncio.Event
+    ) -> AsyncGenerator[Any, None]:
         """Each record of ``tps`` in offset order per partition, until the reader halts; a
         failed consumer is replaced, from the first record not taken yet."""
         generation = self._generation
         positions: dict[TopicPartition, int] = {}
         attempt = 0
-        while not self._stopping.is_set():
-            consumer = AIOKafkaConsumer(
-                **client_options(self._pipe.settings),
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                fetch_max_wait_ms=int(FETCH_WAIT * 1000),
-            )
+        while not stopping.is_set():
+            consumer: AIOKafkaConsumer | None = None
             try:
+                consumer = AIOKafkaConsumer(
+                    **client_options(self._pipe.settings),
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_partition_fetch_bytes=4 * 1024 * 1024,
+                    fetch_max_wait_ms=int(FETCH_WAIT * 1000),
+                )
                 await consumer.start()
                 consumer.assign(tps)
                 if not positions:
-                    positions = await faust_fixes.committed_offsets(self._pipe.app, tps)
+                    positions = await group.committed_offsets(self._pipe.app, tps)
                 for tp in tps:
                     consumer.seek(tp, positions[tp])
                 attempt = 0
-                while not self._stopping.is_set():
+                while not stopping.is_set():
                     if not fetched:
                         got = await consumer.getmany(
                             timeout_ms=int(FETCH_WAIT * 1000), max_records=self._batch_max
@@ -185,9 +213,7 @@ class StageReader:
                         continue
                     record = fetched.popleft()
                     positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                    taken = Record(_Message(record, generation), self._release)
-                    with as_current(taken):  # Faust's stores read its partition, as for events
-                        yield taken
+                    yield Record(_Message(record, generation), self._release)
             except Exception as exc:  # Kafka or the network: a new consumer, same positions
                 fetched.clear()
                 attempt += 1
@@ -195,28 +221,23 @@ class StageReader:
                             failure_name(exc), backoff(attempt))  # fmt: skip
                 await asyncio.sleep(backoff(attempt))
             finally:
-                await consumer.stop()
+                if consumer is not None:
+                    try:
+                        await consumer.stop()
+                    except Exception as exc:  # closing a broken client: nothing to keep
+                        log.warning("%s: closing the consumer failed (%s)", self.stage,
+                                    failure_name(exc))  # fmt: skip
 
-    async def _commit_every(self, seconds: float) -> None:
-        """Commit the released records' offsets through Faust's consumer, now and then."""
-        consumer = self._pipe.app.consumer
-        committed: dict[TP, int] = {}
+    async def _commit_every(self, stopping: asyncio.Event) -> None:
+        """Commit now and then while reading; the last commit is ``wait_for_readers``'."""
         while True:
-            await asyncio.sleep(seconds)
-            due = {tp: o for tp, o in self._released.items() if committed.get(tp) != o}
-            if not due or self._stopping.is_set():
-                continue
-            if not due.keys() <= consumer.assignment():
-                self.halt()  # moved to another worker: Faust's commit would drop them
-                continue
+            await asyncio.sleep(COMMIT_INTERVAL)
+            if stopping.is_set():
+                return
             try:
-                if not await consumer._commit(due):
-                    self.halt()  # refused: the group moved on
-                    continue
+                await self.commit()
             except Exception as exc:  # the next round commits them
                 log.warning("%s: commit failed (%s)", self.stage, failure_name(exc))
-                continue
-            committed.update(due)
 
 
 def read_stage(

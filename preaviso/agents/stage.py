@@ -166,15 +166,16 @@ class StageLoop:
             queue.append(entry)
             self._by_event[id(event)] = entry
             self.outbox.current = event
-            try:
-                beside = await self.handle(event)
-            except Exception as exc:
-                await self.outbox.discard(event)
-                await self._alone(event, exc)
-                return
-            if beside is not None:
-                entry.task = asyncio.ensure_future(self._beside(entry, beside))
-                entry.task.add_done_callback(self._on_beside_done)
+            with as_current(event):  # for a stage reader's records; Faust's set it already
+                try:
+                    beside = await self.handle(event)
+                except Exception as exc:
+                    await self.outbox.discard(event)
+                    await self._alone(event, exc)
+                    return
+                if beside is not None:  # its task copies the current event
+                    entry.task = asyncio.ensure_future(self._beside(entry, beside))
+                    entry.task.add_done_callback(self._on_beside_done)
 
     async def _beside(self, entry: _Held, work: Beside) -> None:
         try:

@@ -116,6 +116,7 @@ async def _seek_then_resume(recovery: Any) -> None:
     """Rewind the paused stream partitions, drop stale queued records, then fetch."""
     app = recovery.app
     consumer = app.consumer
+    generation = getattr(app, "consumer_generation_id", 0)
     assignment = consumer.assignment()
     loaders = _loaders(app)
     held = frozenset().union(*(loader.topics for loader in loaders))
@@ -130,6 +131,8 @@ async def _seek_then_resume(recovery: Any) -> None:
     consumer.resume_partitions(streams)
     consumer.resume_flow()
     await app._fetcher.maybe_start()
+    if getattr(app, "consumer_generation_id", 0) != generation:
+        return  # another rebalance came meanwhile: its own recovery starts the loaders
     for loader in loaders:  # unless a revoke came since the assignment
         loader.start({tp for tp in loaded if tp.topic in loader.topics})
 
@@ -150,19 +153,6 @@ def _loaders(app: Any) -> list[Any]:
     return [*([bulk] if bulk is not None else []), *getattr(app, "preaviso_readers", ())]
 
 
-async def committed_offsets(app: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """The group's committed offsets, asked by Faust's own consumer (in its thread); never
-    committed is offset 0, the beginning (as ``seek_to_committed`` below)."""
-    thread = app.consumer._thread
-
-    async def ask() -> dict[TopicPartition, int]:
-        consumer = thread._ensure_consumer()
-        return {tp: await consumer.committed(tp) or 0 for tp in tps}
-
-    result: dict[TopicPartition, int] = await thread.call_thread(ask)
-    return result
-
-
 def halt_bulk_on_revoke(tables: Any, revoked: Any) -> None:
     """Faust's ``TableManager.on_partitions_revoked`` (a rebalance or a stop), with the
     bulk loader halted first: it stores and commits nothing once this returns. Stage
@@ -180,6 +170,8 @@ async def wait_for_readers(app: Any, consumer: Any, logger: Any) -> None:
     for reader in readers:
         reader.halt()  # a stop comes here without a revoke
     await asyncio.gather(*(reader.drained() for reader in readers))
+    for reader in readers:  # as Faust commits its streams' records here: none read twice
+        await reader.commit()
     await _ORIGINAL[App, "_consumer_wait_empty"](app, consumer, logger)
 
 

@@ -82,30 +82,40 @@ class Rig:
         monkeypatch.setattr(reader, "AIOKafkaConsumer", FakeConsumer)
         monkeypatch.setattr(reader, "COMMIT_INTERVAL", 0.01)
         monkeypatch.setattr(reader, "backoff", lambda attempt: 0.01)
-
-        async def committed_offsets(app: Any, tps: list[TopicPartition]) -> dict[Any, int]:
-            return {tp: committed.get(tp, 0) for tp in tps}
-
-        monkeypatch.setattr(faust_fixes, "committed_offsets", committed_offsets)
         self.handled: list[tuple[int, int]] = []
+        self.claimed: list[tuple[int, int, bool]] = []
         self.commits: list[dict[TP, int]] = []
         self.assignment = {TP(TOPIC, 0), TP(TOPIC, 1)}
         self.work: Work = lambda event: None
 
         async def commit(offsets: dict[TP, int]) -> bool:
             self.commits.append(dict(offsets))
+            committed.update((TopicPartition(*tp), o) for tp, o in offsets.items())
             return True
 
+        async def committed_offset(tp: TopicPartition) -> int | None:
+            return committed.get(tp)
+
+        async def call_thread(fun: Callable[[], Awaitable[Any]]) -> Any:
+            return await fun()
+
+        thread = SimpleNamespace(  # Faust's consumer thread, as streams/group.py uses it
+            call_thread=call_thread,
+            assignment=lambda: self.assignment,
+            _commit=commit,
+            _ensure_consumer=lambda: SimpleNamespace(committed=committed_offset),
+        )
         app = SimpleNamespace(
-            topics=set(),
-            consumer=SimpleNamespace(assignment=lambda: self.assignment, _commit=commit),
-            producer=SimpleNamespace(),
+            topics=set(), consumer=SimpleNamespace(_thread=thread), producer=SimpleNamespace()
         )
         pipe = Pipeline(settings=SETTINGS, app=app, tables={}, topics={t.NOTICES.name: TOPIC})
 
         def on_event(outbox: Any) -> Any:
             async def handle(event: Any) -> Any:
-                self.handled.append((event.message.partition, event.message.offset))
+                partition, offset = event.message.partition, event.message.offset
+                self.handled.append((partition, offset))
+                claimed = outbox.claim(f"notice-{partition}-{offset}", event=event)
+                self.claimed.append((partition, offset, claimed))  # deliver skips if not
                 return self.work(event)
 
             return handle
@@ -305,11 +315,14 @@ async def test_a_revoke_and_a_stop_wait_for_the_readers_before_faust_waits_for_i
             await asyncio.sleep(0.01)
             log.append("drained")
 
+        async def commit(self) -> None:
+            log.append("commits what it released")
+
     app = SimpleNamespace(preaviso_readers=[Reader()])
 
     await faust_fixes.wait_for_readers(app, None, None)
 
-    assert log == ["halt", "drained", "faust waits for its streams"]
+    assert log == ["halt", "drained", "commits what it released", "faust waits for its streams"]
 
 
 class Loader:
@@ -337,3 +350,68 @@ async def test_faust_never_fetches_a_readers_partitions_and_each_reader_gets_its
 
     assert resumed == {TP("t.notices-retry", 1)}  # deliver-retry stays on Faust's streams
     assert log == ["resume_flow", "bulk starts on [0]", "deliver starts on [0, 1]"]
+
+
+async def test_the_records_finished_while_draining_are_committed_before_faust_goes_on(
+    monkeypatch: pytest.MonkeyPatch, logs: Any
+) -> None:
+    monkeypatch.setitem(faust_fixes._ORIGINAL, (App, "_consumer_wait_empty"), _nothing)
+    monkeypatch.setattr(reader, "COMMIT_INTERVAL", 3600)  # only the drain's commit
+    rig = Rig(monkeypatch, committed={})
+    gate = asyncio.Event()
+
+    async def sends() -> None:
+        await gate.wait()
+
+    rig.work = lambda event: sends()
+    rig.reader.start({TP0, TP1})
+    await rig.until(lambda: len(rig.handled) == 8)
+    app = SimpleNamespace(preaviso_readers=[rig.reader])
+
+    waiting = asyncio.ensure_future(faust_fixes.wait_for_readers(app, None, None))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await waiting
+
+    assert rig.commits == [{TP(TOPIC, 0): 5, TP(TOPIC, 1): 3}]
+
+
+async def test_a_run_cut_short_leaves_no_claim_so_the_next_run_handles_the_record_again(
+    monkeypatch: pytest.MonkeyPatch, logs: Any
+) -> None:
+    rig = Rig(monkeypatch, committed={})
+    rig.work = lambda event: asyncio.sleep(3600) if event.message.offset == 1 else None
+    rig.reader.start({TP0})
+    await rig.until(lambda: len(rig.handled) == 5 and rig.committed(TP0) == 1)
+    rig.reader.halt()
+    await rig.reader.drained(0.05)  # the SMTP server stalls past the drain: given up on
+
+    rig.work = lambda event: None
+    rig.reader.assigned()  # the same partition again after the rebalance
+    rig.reader.start({TP0})
+    await rig.until(lambda: rig.committed(TP0) == 5)
+
+    assert rig.claimed[5:] == [(0, 1, True), (0, 2, True), (0, 3, True), (0, 4, True)]
+    rig.reader.halt()
+    await rig.reader.drained()
+
+
+async def test_a_recovery_overtaken_by_another_rebalance_starts_no_reader() -> None:
+    log: list[str] = []
+    recovery = recovery_after(
+        {TP(TOPIC, 0)}, set(), log, preaviso_readers=[Loader("deliver", TOPIC, log)]
+    )
+    recovery.app.consumer_generation_id = 7
+
+    async def rebalanced_meanwhile() -> None:
+        recovery.app.consumer_generation_id = 8
+
+    recovery.app._fetcher = SimpleNamespace(maybe_start=rebalanced_meanwhile)
+
+    await faust_fixes._seek_then_resume(recovery)
+
+    assert log == ["resume_flow"]  # the newer assignment's recovery starts it
+
+
+async def _nothing(*_: Any) -> None:
+    return None

@@ -1,0 +1,43 @@
+"""The worker's consumer group, reached through Faust's consumer: committed offsets, commits.
+
+The bulk loader and the stage readers read partitions Faust holds with consumers of
+their own, outside the group; what they commit must still be the group's, with Faust's
+member id and generation, so a reader whose partitions moved is refused. Both calls
+run in Faust's consumer thread, where its aiokafka consumer lives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import TopicPartition
+from faust.types import TP
+
+
+async def commit_assigned(app: Any, offsets: dict[TP, int]) -> bool:
+    """Commit ``offsets`` through Faust's consumer (its member id and generation), in its
+    thread; False, committing nothing, if any of them is no longer assigned there. (Faust's
+    own commit drops such partitions, and crashes the worker when none is left.)"""
+    thread = app.consumer._thread
+
+    async def commit() -> bool:
+        if not offsets or not offsets.keys() <= thread.assignment():
+            return False
+        committed: bool = await thread._commit(offsets)
+        return committed
+
+    result: bool = await thread.call_thread(commit)
+    return result
+
+
+async def committed_offsets(app: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The group's committed offsets, asked by Faust's own consumer (in its thread); never
+    committed is offset 0, the beginning (as ``faust_fixes.seek_to_committed``)."""
+    thread = app.consumer._thread
+
+    async def ask() -> dict[TopicPartition, int]:
+        consumer = thread._ensure_consumer()
+        return {tp: await consumer.committed(tp) or 0 for tp in tps}
+
+    result: dict[TopicPartition, int] = await thread.call_thread(ask)
+    return result
