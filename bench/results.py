@@ -57,6 +57,12 @@ def rows(connections: Sequence[int]) -> list[Row]:
             "mails/s", "naive", "EmailMessage + new connection per mail", target=8.0,
             stage="vs naive script",
         ),
+        *(  # the target is the row above; these say where the connections take it
+            Row(f"e2e.c{n}.preaviso", f"the same at {n} connection{'s' if n > 1 else ''}",
+                "mails/s", "naive", "EmailMessage + new connection per mail")
+            for n in connections
+            if n != c
+        ),
         Row(
             f"cpu.c{c}.total", f"CPU a mail, every process, {c} connections", "µs",
             f"cpu.c{c}.bare_total", "bare aiosmtplib and the sink",

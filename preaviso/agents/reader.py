@@ -43,10 +43,12 @@ FETCH_WAIT = 0.1
 """Seconds a fetch waits for records before the loop may flush what it holds."""
 COMMIT_INTERVAL = 1.0
 """Seconds between commits of released records (Faust's own ``broker_commit_interval``)."""
-DRAIN_MAX = 30.0
-"""Seconds a revoke or a stop waits for the records the loop holds: a mail in flight
-takes milliseconds, and a wait for the SMTP server ends at once. Past it they are
-cancelled, and read again by the next owner (the ledger skips those already sent)."""
+DRAIN_MAX = 50.0
+"""Seconds a revoke waits for the records the loop holds: a mail in flight takes
+milliseconds, a wait for the SMTP server ends at once, an answer after DATA may take up
+to ``PREAVISO_SMTP_DATA_TIMEOUT`` (the README: keep it under ~50 s, Faust gives a
+rebalance 60 s). Past it they are cancelled, and read again by the next owner (the
+ledger skips those already sent); a stop ends sooner anyway (its deadline, 25 s)."""
 
 
 class _Message:
