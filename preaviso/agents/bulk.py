@@ -340,8 +340,7 @@ class BulkLoader:
         for writes in batch.tables.values():
             writes.below = None  # stored: the batch below is in the store too
         batch.below = None
-        committed: bool = await self._pipe.app.consumer._commit(done)
-        return committed
+        return await group.commit_assigned(self._pipe.app, done)
 
 
 async def write_entries(producer: Any, tables: Iterable[TableWrites], partitions: int) -> None:

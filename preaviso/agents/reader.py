@@ -118,8 +118,10 @@ class StageReader:
         if not self._assignment_held:
             log.info("%s: partitions revoked before the reader started; not started", self.stage)
             return
-        if self._task is not None:
-            self._task.cancel()  # halted before, and drained or given up on
+        if self._task is not None and not self._task.done():
+            # One recovery per assignment, after a revoke that drained it: not seen.
+            log.warning("%s: a run still going is cancelled by a new start", self.stage)
+            self._task.cancel()
         tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in assigned)
         self._generation += 1
         self._released, self._committed = {}, {}
@@ -224,8 +226,8 @@ class StageReader:
                 await asyncio.sleep(backoff(attempt))
             finally:
                 if consumer is not None:
-                    try:
-                        await consumer.stop()
+                    try:  # shielded: a cancellation must not leave the client open
+                        await asyncio.shield(consumer.stop())
                     except Exception as exc:  # closing a broken client: nothing to keep
                         log.warning("%s: closing the consumer failed (%s)", self.stage,
                                     failure_name(exc))  # fmt: skip
@@ -238,7 +240,8 @@ class StageReader:
                 return
             try:
                 await self.commit()
-            except Exception as exc:  # the next round commits them
+            except Exception as exc:  # Faust's consumer not running; its own commit
+                # errors never come here: Faust crashes the worker on them, as for its own
                 log.warning("%s: commit failed (%s)", self.stage, failure_name(exc))
 
 

@@ -71,6 +71,7 @@ recovery started for are gone.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -84,6 +85,8 @@ from faust.types import TP
 from mode.services import WaitResults
 
 __all__ = ["applied", "apply", "revert"]
+
+log = logging.getLogger("preaviso.faust_fixes")
 
 BUFFERED_POLL = 0.02
 """Seconds a fetch waits while a partition is paused for a full stream queue (Faust: 1)."""
@@ -171,7 +174,10 @@ async def wait_for_readers(app: Any, consumer: Any, logger: Any) -> None:
         reader.halt()  # a stop comes here without a revoke
     await asyncio.gather(*(reader.drained() for reader in readers))
     for reader in readers:  # as Faust commits its streams' records here: none read twice
-        await reader.commit()
+        try:
+            await reader.commit()
+        except Exception as exc:  # only read again: the others and Faust go on
+            log.warning("%s: commit after the drain failed: %r", reader.stage, exc)
     await _ORIGINAL[App, "_consumer_wait_empty"](app, consumer, logger)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -145,3 +145,27 @@ def recovery_after(assigned: set[Any], resumed: set[Any], log: list[str], **load
         _is_changelog_tp=lambda tp: False,
         _wait=lambda coro, timeout: coro,
     )
+
+
+def faust_consumer(
+    assignment: Callable[[], set[Any]],
+    commit: Callable[[Any], Awaitable[bool]],
+    committed: dict[Any, int] | None = None,
+) -> Any:
+    """Faust's consumer as ``streams/group.py`` and the loaders use it: its assignment, and
+    its thread, where the group's committed offsets are asked and commits made."""
+    stored = committed if committed is not None else {}
+
+    async def committed_offset(tp: Any) -> int | None:
+        return stored.get(tp)
+
+    async def call_thread(fun: Callable[[], Awaitable[Any]]) -> Any:
+        return await fun()
+
+    thread = SimpleNamespace(
+        call_thread=call_thread,
+        assignment=assignment,
+        _commit=commit,
+        _ensure_consumer=lambda: SimpleNamespace(committed=committed_offset),
+    )
+    return SimpleNamespace(assignment=assignment, _commit=commit, _thread=thread)

@@ -29,6 +29,7 @@ from preaviso.streams import topics as t
 from preaviso.streams.codecs import decode, encode
 from tests.unit.composer_faults import MARK, compose_or_die
 from tests.unit.producers import GatedProducer
+from tests.unit.stage_fakes import faust_consumer
 from tests.unit.stores import Tables
 
 SETTINGS = Settings(partitions=2, message_id_domain="notices.example.com")
@@ -60,7 +61,7 @@ def a_pipe(tables: Tables, producer: Any, commits: list[dict[Any, int]]) -> Any:
         topic_name=lambda spec: SETTINGS.topic(spec.name),
         app=SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: producer),
-            consumer=SimpleNamespace(_commit=commit, assignment=lambda: assigned),
+            consumer=faust_consumer(lambda: assigned, commit),
         ),
     )
 

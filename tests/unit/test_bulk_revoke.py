@@ -15,6 +15,7 @@ from faust.types import TP
 
 from preaviso.agents import bulk
 from preaviso.streams import faust_fixes
+from tests.unit.stage_fakes import faust_consumer
 from tests.unit.test_bulk_writes import FakeProducer
 
 IMPACTS = "x.impacts"
@@ -173,7 +174,7 @@ async def test_a_batch_whose_partition_moved_is_neither_written_nor_committed() 
 
     app = SimpleNamespace(
         producer=SimpleNamespace(_ensure_producer=lambda: producer),
-        consumer=SimpleNamespace(_commit=commit, assignment=lambda: {TP(IMPACTS, 0)}),
+        consumer=faust_consumer(lambda: {TP(IMPACTS, 0)}, commit),
     )
     pipe = SimpleNamespace(app=app, settings=SimpleNamespace(partitions=2), tables={})
     loader = bulk.BulkLoader(pipe, {})  # type: ignore[arg-type]

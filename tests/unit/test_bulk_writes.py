@@ -18,7 +18,7 @@ from faust.types import TP
 
 from preaviso.agents import bulk, produce
 from preaviso.streams import faust_fixes, scan
-from tests.unit.stage_fakes import recovery_after
+from tests.unit.stage_fakes import faust_consumer, recovery_after
 from tests.unit.stores import Tables
 
 
@@ -288,9 +288,7 @@ async def test_a_batch_that_only_read_a_table_partition_is_written_and_committed
         settings=SimpleNamespace(partitions=4),
         app=SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: producer),
-            consumer=SimpleNamespace(
-                _commit=commit, assignment=lambda: {TP("x.customers-by-id", 0)}
-            ),
+            consumer=faust_consumer(lambda: {TP("x.customers-by-id", 0)}, commit),
         ),
     )
     loader = bulk.BulkLoader(pipe, {})  # type: ignore[arg-type]

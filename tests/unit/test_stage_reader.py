@@ -20,7 +20,7 @@ from preaviso.settings import Settings
 from preaviso.streams import faust_fixes
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from tests.unit.stage_fakes import recovery_after
+from tests.unit.stage_fakes import faust_consumer, recovery_after
 
 SETTINGS = Settings(topic_prefix="t.", partitions=2)
 TOPIC = SETTINGS.topic(t.NOTICES.name)
@@ -93,20 +93,16 @@ class Rig:
             committed.update((TopicPartition(*tp), o) for tp, o in offsets.items())
             return True
 
-        async def committed_offset(tp: TopicPartition) -> int | None:
-            return committed.get(tp)
+        self.crashed: list[BaseException] = []
 
-        async def call_thread(fun: Callable[[], Awaitable[Any]]) -> Any:
-            return await fun()
+        async def crash(exc: BaseException) -> None:
+            self.crashed.append(exc)
 
-        thread = SimpleNamespace(  # Faust's consumer thread, as streams/group.py uses it
-            call_thread=call_thread,
-            assignment=lambda: self.assignment,
-            _commit=commit,
-            _ensure_consumer=lambda: SimpleNamespace(committed=committed_offset),
-        )
         app = SimpleNamespace(
-            topics=set(), consumer=SimpleNamespace(_thread=thread), producer=SimpleNamespace()
+            topics=set(),
+            consumer=faust_consumer(lambda: self.assignment, commit, committed),
+            producer=SimpleNamespace(),
+            crash=crash,
         )
         pipe = Pipeline(settings=SETTINGS, app=app, tables={}, topics={t.NOTICES.name: TOPIC})
 
@@ -411,6 +407,21 @@ async def test_a_recovery_overtaken_by_another_rebalance_starts_no_reader() -> N
     await faust_fixes._seek_then_resume(recovery)
 
     assert log == ["resume_flow"]  # the newer assignment's recovery starts it
+
+
+async def test_a_reader_that_fails_crashes_the_worker_rather_than_stop_delivering_quietly(
+    monkeypatch: pytest.MonkeyPatch, logs: Any
+) -> None:
+    rig = Rig(monkeypatch, committed={})
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(reader, "StageLoop", broken)
+    rig.reader.start({TP0})
+
+    await rig.until(lambda: bool(rig.crashed))
+    assert str(rig.crashed[0]) == "a bug in the loop"
 
 
 async def _nothing(*_: Any) -> None:
