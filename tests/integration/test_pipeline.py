@@ -155,20 +155,26 @@ def test_a_customer_who_moved_region_hears_of_a_regional_policy_only_if_moved_in
     assert recipients(stack) == emails_of(in_scope)
 
 
+def produce_raw(stack: Stack, spec: t.TopicSpec, value: bytes, key: bytes) -> None:
+    """One record as any producer would write it, past every check of ours."""
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(**client_options(stack.settings))
+        await producer.start()
+        try:
+            await producer.send_and_wait(stack.settings.topic(spec.name), value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+
 def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: Stack) -> None:
     stack.start_worker()
     publish_directory(stack)
     garbage = b'{"type": "ProductDiscontinued", "skus": "not-a-list"'
 
-    async def produce_garbage() -> None:
-        producer = AIOKafkaProducer(**client_options(stack.settings))
-        await producer.start()
-        try:
-            await producer.send_and_wait(stack.settings.topic(t.CHANGES.name), garbage, key=b"bad")
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce_garbage())
+    produce_raw(stack, t.CHANGES, garbage, key=b"bad")
     change = dataset.dishwasher_discontinued("disc-it-after-garbage")
     owners = expected_recipients(BY_ID, OWNED, change)
     assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
@@ -183,6 +189,28 @@ def test_a_malformed_record_is_dead_lettered_and_later_events_still_flow(stack: 
     assert base64.b64decode(letter["key"]) == b"bad"
     assert "JSON" in letter["reason"] or "invalid" in letter["reason"]
     assert letter["topic"] == stack.settings.topic(t.CHANGES.name)
+
+
+def test_a_malformed_notice_is_dead_lettered_by_deliver_and_the_notices_after_it_go_out(
+    stack: Stack,
+) -> None:
+    stack.start_worker()
+    publish_directory(stack)
+    garbage = b'{"type": "Notice", "notice_id": 42}'
+    produce_raw(stack, t.NOTICES, garbage, key=b"C-bad")  # deliver reads it with its own consumer
+
+    change = dataset.dishwasher_discontinued("disc-it-after-a-bad-notice")
+    owners = expected_recipients(BY_ID, OWNED, change)
+    assert cli(stack.settings, "publish", "-", stdin=jsonl([change])).returncode == 0
+    wait_for_mails(stack, len(owners))
+    notices = [stack.settings.topic(t.NOTICES.name)]
+    asyncio.run(wait_idle(stack.settings, notices, within=90))  # committed past it
+
+    assert recipients(stack) == emails_of(owners)
+    [letter] = records_as_json(read_topic(stack.settings, t.DEAD_LETTERS.name, 1))
+    assert letter["stage"] == "deliver"
+    assert letter["topic"] == stack.settings.topic(t.NOTICES.name)
+    assert base64.b64decode(letter["value"]) == garbage
 
 
 def test_a_restarted_worker_keeps_the_directory_on_either_event_loop_and_composer(
