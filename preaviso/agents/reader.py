@@ -1,9 +1,9 @@
 """A Faust stage's topic read by a plain consumer and handed to the same stage loop.
 
-Faust's streams cost deliver more than its own work: each notice went through Faust's
-consumer thread, its hand-over to the event loop, an ``Event`` and the stream's
-iteration, ~100 µs of the worker's CPU a mail at 4 connections (a worker's thread
-against ~300 µs for everything else; docs/benchmarks.md). ``StageReader`` reads the
+Faust's streams cost deliver a fifth of the worker's CPU: each notice went through
+Faust's consumer thread, its hand-over to the event loop, an ``Event`` and the stream's
+iteration, ~80-100 µs a mail at 4 connections of the worker's ~450-590 µs
+(docs/benchmarks.md). ``StageReader`` reads the
 stage's topic as ``agents/bulk.py`` reads the directory: Faust keeps the partitions
 (subscribed in its group, never fetched by it: ``faust_fixes``), a plain aiokafka
 consumer fetches them from the group's committed offsets, and each record goes into
