@@ -42,15 +42,12 @@ from preaviso.compose import Composed, Job
 from preaviso.streams import faust_fixes, group, scan
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.kafka import client_options
 
 if TYPE_CHECKING:  # composer.py imports SLICE from here
     from preaviso.agents.composer import Composer
 
 log = logging.getLogger("preaviso.bulk")
 
-FETCH_WAIT = 0.1
-"""Seconds a fetch waits for records (the broker, then ``getmany``) before it asks again."""
 SLICE = 0.005
 """Seconds of handling before the loader lets the event loop run other work (deliver's
 sends): a fetch of 5,000 directory records takes ~0.1 s to handle."""
@@ -210,14 +207,7 @@ class BulkLoader:
     async def _run(self, tps: list[TopicPartition]) -> None:
         attempt = 0
         while True:
-            consumer = AIOKafkaConsumer(
-                **client_options(self._pipe.settings),
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                # Its own writes come back to it (re-keyed records): ask again soon.
-                fetch_max_wait_ms=int(FETCH_WAIT * 1000),
-            )
+            consumer = group.consumer_outside(self._pipe.settings)
             try:
                 await consumer.start()
                 consumer.assign(tps)
@@ -257,7 +247,7 @@ class BulkLoader:
             while True:
                 if not rest:
                     rest = await consumer.getmany(
-                        timeout_ms=int(FETCH_WAIT * 1000),
+                        timeout_ms=int(group.FETCH_WAIT * 1000),
                         max_records=self._pipe.settings.directory_batch,
                     )
                 batch, handled, rest = await self._handle(rest, below) if rest else (None, {}, {})

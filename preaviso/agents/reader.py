@@ -35,12 +35,9 @@ from preaviso.agents.stage import BATCH_MAX, EventHandler, StageLoop
 from preaviso.streams import faust_fixes, group
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
-from preaviso.streams.kafka import client_options
 
 log = logging.getLogger("preaviso.reader")
 
-FETCH_WAIT = 0.1
-"""Seconds a fetch waits for records before the loop may flush what it holds."""
 COMMIT_INTERVAL = 1.0
 """Seconds between commits of released records (Faust's own ``broker_commit_interval``)."""
 DRAIN_MAX = 50.0
@@ -193,13 +190,7 @@ class StageReader:
         while not stopping.is_set():
             consumer: AIOKafkaConsumer | None = None
             try:
-                consumer = AIOKafkaConsumer(
-                    **client_options(self._pipe.settings),
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    max_partition_fetch_bytes=4 * 1024 * 1024,
-                    fetch_max_wait_ms=int(FETCH_WAIT * 1000),
-                )
+                consumer = group.consumer_outside(self._pipe.settings)
                 await consumer.start()
                 consumer.assign(tps)
                 if not positions:
@@ -210,7 +201,7 @@ class StageReader:
                 while not stopping.is_set():
                     if not fetched:
                         got = await consumer.getmany(
-                            timeout_ms=int(FETCH_WAIT * 1000), max_records=self._batch_max
+                            timeout_ms=int(group.FETCH_WAIT * 1000), max_records=self._batch_max
                         )
                         for records in got.values():
                             fetched.extend(records)

@@ -10,8 +10,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
+
+from preaviso.settings import Settings
+from preaviso.streams.kafka import client_options
+
+FETCH_WAIT = 0.1
+"""Seconds a fetch waits for records (the broker, then ``getmany``) before it asks again:
+the bulk loader's own writes come back to it (re-keyed records), and deliver's loop may
+flush what it holds meanwhile."""
+
+
+def consumer_outside(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of the loaders' own (no group, no auto-commit) for partitions Faust
+    holds; they seek it to the group's ``committed_offsets`` and commit with
+    ``commit_assigned``."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_wait_ms=int(FETCH_WAIT * 1000),
+    )
 
 
 async def commit_assigned(app: Any, offsets: dict[TP, int]) -> bool:

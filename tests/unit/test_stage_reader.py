@@ -17,7 +17,7 @@ from faust.types import TP
 
 from preaviso.agents import hold, reader
 from preaviso.settings import Settings
-from preaviso.streams import faust_fixes
+from preaviso.streams import faust_fixes, group
 from preaviso.streams import topics as t
 from preaviso.streams.app import Pipeline
 from tests.unit.stage_fakes import faust_consumer, recovery_after
@@ -79,7 +79,7 @@ class Rig:
     """A reader on a fake Faust app: what it handled, and what it committed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, committed: dict[TopicPartition, int]):
-        monkeypatch.setattr(reader, "AIOKafkaConsumer", FakeConsumer)
+        monkeypatch.setattr(group, "AIOKafkaConsumer", FakeConsumer)
         monkeypatch.setattr(reader, "COMMIT_INTERVAL", 0.01)
         monkeypatch.setattr(reader, "backoff", lambda attempt: 0.01)
         self.handled: list[tuple[int, int]] = []
@@ -122,6 +122,11 @@ class Rig:
         found = [c[TP(tp.topic, tp.partition)] for c in self.commits if TP(*tp) in c]
         return found[-1] if found else None
 
+    async def stop(self, drain: float = reader.DRAIN_MAX) -> None:
+        """A revoke or a stop: no more records, and the held ones finished (or given up)."""
+        self.reader.halt()
+        await self.reader.drained(drain)
+
     async def until(self, check: Callable[[], bool], seconds: float = 3.0) -> None:
         async with asyncio.timeout(seconds):
             while not check():
@@ -146,8 +151,7 @@ async def test_records_are_handled_in_order_and_committed_once_released(
 
     assert [o for p, o in rig.handled if p == 0] == [0, 1, 2, 3, 4]
     assert [o for p, o in rig.handled if p == 1] == [0, 1, 2]
-    rig.reader.halt()
-    await rig.reader.drained()
+    await rig.stop()
 
 
 async def test_a_record_is_fausts_current_event_in_its_handler_and_its_work_beside(
@@ -169,8 +173,7 @@ async def test_a_record_is_fausts_current_event_in_its_handler_and_its_work_besi
     await rig.until(lambda: len(seen) == 16)
 
     assert all(seen)
-    rig.reader.halt()
-    await rig.reader.drained()
+    await rig.stop()
 
 
 async def test_reading_starts_at_the_groups_committed_offsets(
@@ -182,8 +185,7 @@ async def test_reading_starts_at_the_groups_committed_offsets(
     await rig.until(lambda: rig.committed(TP0) == 5 and rig.committed(TP1) == 3)
 
     assert [o for p, o in rig.handled if p == 0] == [3, 4]
-    rig.reader.halt()
-    await rig.reader.drained()
+    await rig.stop()
 
 
 async def test_a_record_given_back_and_every_later_one_of_its_partition_stay_uncommitted(
@@ -202,8 +204,7 @@ async def test_a_record_given_back_and_every_later_one_of_its_partition_stay_unc
     await asyncio.sleep(0.1)  # commits go on: none passes the record given back
 
     assert rig.committed(TP0) == 2
-    rig.reader.halt()
-    await rig.reader.drained()
+    await rig.stop()
 
 
 async def test_a_halt_lets_the_records_in_flight_finish_before_drained_returns(
@@ -251,8 +252,7 @@ async def test_drained_gives_up_after_its_time_and_the_held_record_is_not_commit
     rig.reader.start({TP0})
     await rig.until(lambda: len(rig.handled) == 5 and rig.committed(TP0) == 1)
 
-    rig.reader.halt()
-    await rig.reader.drained(0.1)
+    await rig.stop(drain=0.1)
 
     await rig.until(cancelled.is_set)
     assert rig.committed(TP0) == 1
@@ -269,8 +269,7 @@ async def test_a_failed_consumer_is_replaced_from_the_first_record_not_taken(
 
     assert sorted(rig.handled) == sorted(set(rig.handled))  # none handled twice
     assert len(FakeConsumer.sought) == 2
-    rig.reader.halt()
-    await rig.reader.drained()
+    await rig.stop()
 
 
 async def test_commits_stop_once_the_partitions_are_no_longer_assigned(
@@ -379,8 +378,7 @@ async def test_a_run_cut_short_leaves_no_claim_so_the_next_run_handles_the_recor
     rig.work = lambda event: asyncio.sleep(3600) if event.message.offset == 1 else None
     rig.reader.start({TP0})
     await rig.until(lambda: len(rig.handled) == 5 and rig.committed(TP0) == 1)
-    rig.reader.halt()
-    await rig.reader.drained(0.05)  # the SMTP server stalls past the drain: given up on
+    await rig.stop(drain=0.05)  # the SMTP server stalls past the drain: given up on
 
     rig.work = lambda event: None
     rig.reader.assigned()  # the same partition again after the rebalance
@@ -388,8 +386,7 @@ async def test_a_run_cut_short_leaves_no_claim_so_the_next_run_handles_the_recor
     await rig.until(lambda: rig.committed(TP0) == 5)
 
     assert rig.claimed[5:] == [(0, 1, True), (0, 2, True), (0, 3, True), (0, 4, True)]
-    rig.reader.halt()
-    await rig.reader.drained()
+    await rig.stop()
 
 
 async def test_a_recovery_overtaken_by_another_rebalance_starts_no_reader() -> None:
