@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     smtp_unrecorded_max: Annotated[int | None, Field(ge=1, le=1024)] = Field(
         None,
         description="Mails answered by the SMTP server that may wait for their receipt "
-        "and ledger entry at once; unset: three a connection, at most 12 (never fewer than "
+        "and ledger entry at once; unset: six a connection, at most 24 (never fewer than "
         "the connections). More keeps the connections busy while Kafka writes; a crash "
         "may send each again.",
     )

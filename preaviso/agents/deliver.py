@@ -68,19 +68,20 @@ def backoff(attempt: int, cap: float = OUTAGE_MAX_DELAY) -> float:
     return random.uniform(0, min(cap, 0.5 * 2**attempt))
 
 
-RECORDING_PER_CONNECTION = 3
+RECORDING_PER_CONNECTION = 6
 """Answered mails per connection that may wait for their receipt at once, by default.
 Recording a group takes two Kafka round trips, 2-6 ms on a busy 2-core machine, the
-time of several SMTP transactions: with one a connection (the default until stop 18)
-the connections waited for the window, 0.44x the bare sender at 4 connections against
-0.52x with three, 3-runs side by side (docs/benchmarks.md)."""
-RECORDING_CAP = 12
+time of several SMTP transactions. A wider window makes the groups larger, so fewer
+produce requests a mail for the worker and the broker: with three a connection (stop
+18 to 20) 0.70x the bare sender at 4 connections and 0.82x at 1, against 0.75x and
+0.94x with six, 3-runs side by side (docs/benchmarks.md, stop 21)."""
+RECORDING_CAP = 24
 """The default stops growing there (more connections get as many as they are): past
 it the connections alone keep enough mails in the window."""
 
 
 def unrecorded_window(settings: Settings) -> int:
-    """``PREAVISO_SMTP_UNRECORDED_MAX``, or by default three a connection, at most 12,
+    """``PREAVISO_SMTP_UNRECORDED_MAX``, or by default six a connection, at most 24,
     never fewer than the connections."""
     if settings.smtp_unrecorded_max is not None:
         return settings.smtp_unrecorded_max

@@ -7,8 +7,8 @@ worker joining) once a share of that change's mails has arrived. After the last 
 the group's lag must return to zero and, once a settle time has passed, every
 affected customer must have a mail and a receipt. Duplicates (the same Message-ID
 twice) may only come from a worker that died or stopped mid-send: at most the mails
-in flight or answered but not yet recorded, ``deliver.resend_bound`` (four per SMTP
-connection, at most connections + 12, at least twice the connections) per fault. Who
+in flight or answered but not yet recorded, ``deliver.resend_bound`` (seven per SMTP
+connection, at most connections + 24, at least twice the connections) per fault. Who
 is affected comes from ``tests/oracle.py``, not from the code under test.
 
 Each test prints its seed; rerun a failure with ``PREAVISO_CHAOS_SEED=<seed>``.

@@ -115,12 +115,12 @@ async def test_a_stop_that_cannot_record_a_sent_mail_gives_it_back_uncommitted(
 
 
 @pytest.mark.parametrize(
-    ("window", "sent_unrecorded"), [(None, 8), (7, 9)], ids=["default-window", "window-of-7"]
+    ("window", "sent_unrecorded"), [(None, 14), (7, 9)], ids=["default-window", "window-of-7"]
 )
 async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, sent_unrecorded: int
 ) -> None:
-    """The resend bound: 2 connections in flight, and the window (by default 3 a
+    """The resend bound: 2 connections in flight, and the window (by default 6 a
     connection) answered while Kafka holds their receipts back. Past that, deliver
     waits: a crash now re-sends at most 2 + the window mails."""
     ACKED.clear()
@@ -140,10 +140,10 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     assert all(worker.recorded(f"n{n}") for n in range(20))
 
 
-def test_the_resend_bound_is_four_a_connection_within_twelve_more_and_twice_them() -> None:
-    connections = (1, 2, 3, 4, 5, 8, 12, 16)
+def test_the_resend_bound_is_seven_a_connection_within_24_more_and_twice_them() -> None:
+    connections = (1, 2, 3, 4, 5, 8, 12, 16, 24, 32)
     bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in connections]
-    assert bounds == [4, 8, 12, 16, 17, 20, 24, 32]
+    assert bounds == [7, 14, 21, 28, 29, 32, 36, 40, 48, 64]
 
 
 def test_the_unrecorded_window_set_replaces_the_default_in_the_bound() -> None:
@@ -184,7 +184,7 @@ async def test_a_parked_notice_sent_again_takes_its_place_in_the_unrecorded_wind
     (Kafka holding the receipts back), the parked notice waits, so a crash now still
     re-sends no more than ``resend_bound`` mails."""
     bound = deliver.resend_bound(SETTINGS)
-    worker.stage.feed.put(*(record(n, a_notice(n)) for n in range(10)))
+    worker.stage.feed.put(*(record(n, a_notice(n)) for n in range(20)))
     worker.stage.start()
     await worker.stage.until(lambda: len(worker.smtp.sent) == bound)
 
@@ -200,8 +200,8 @@ async def test_a_parked_notice_sent_again_takes_its_place_in_the_unrecorded_wind
     assert len(worker.smtp.sent) == bound  # the window is full: the parked notice waits
 
     worker.producer.opened.set()
-    await worker.stage.until(lambda: worker.recorded("n99") and len(ACKED) == 11)
+    await worker.stage.until(lambda: worker.recorded("n99") and len(ACKED) == 21)
     await worker.stage.stop()
     await worker.retry_stage.stop()
 
-    assert len(worker.smtp.sent) == 11
+    assert len(worker.smtp.sent) == 21
