@@ -214,9 +214,9 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         recorded. A crash re-sends only the mails whose ledger entry Kafka did not
         hold: those in flight and those being recorded, which ``deliver`` bounds.
         """
-        key = notice.customer_id.encode()
+        key, partition = notice.customer_id.encode(), event.message.partition
         async with sending.only(notice.notice_id):
-            if ledger.contains(delivered, key, notice.notice_id):
+            if ledger.contains(delivered, key, notice.notice_id, partition=partition):
                 return  # sent or settled before (a restart re-read it): not twice
             if not outbox.claim(notice.notice_id, event=event):
                 return  # sent a moment ago, its ledger entry not written yet
@@ -243,9 +243,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                         outcome.not_before.isoformat(timespec="seconds"),
                     )
                     # Same partition as the notice: co-partitioned with the ledger.
-                    await outbox.send(
-                        t.NOTICES_RETRY, key, encode(outcome), event.message.partition, event=event
-                    )
+                    await outbox.send(t.NOTICES_RETRY, key, encode(outcome), partition, event=event)
                     return  # written before this record is released (the stage flushes)
                 log.warning(
                     "notice %s refused %d on attempt %d, %.0fs after the first: failed",
@@ -256,7 +254,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 )
                 receipt = outcome
             answered()
-            await record(event.message.partition, key, notice.notice_id, encode(receipt))
+            await record(partition, key, notice.notice_id, encode(receipt))
 
     async def record(partition: int, key: bytes, notice_id: str, receipt: bytes) -> None:
         """Record an answered mail until Kafka holds it: a failed write is tried again,
@@ -331,7 +329,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         async def handle(event: Any) -> None:
             parked = decode(ParkedNotice, event.message.value)
             notice = parked.notice
-            if ledger.contains(delivered, notice.customer_id.encode(), notice.notice_id):
+            key, partition = notice.customer_id.encode(), event.message.partition
+            if ledger.contains(delivered, key, notice.notice_id, partition=partition):
                 return  # done meanwhile (a copy of it was sent): no need to wait
             wait = (parked.not_before - datetime.now(UTC)).total_seconds()
             stopping = "the worker stops while a parked notice waits"

@@ -15,11 +15,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from preaviso.streams import keys
+from preaviso.streams import keys, scan
 
 
-def contains(table: Any, customer_key: bytes, notice_id: str) -> bool:
-    return keys.key(customer_key, notice_id.encode()) in table
+def contains(
+    table: Any, customer_key: bytes, notice_id: str, *, partition: int | None = None
+) -> bool:
+    """Whether ``table`` has the notice. With ``partition`` (a Faust table), that
+    partition's store is read directly (``scan.read``), without the current event and
+    Faust's key serializers: a few µs less a mail for deliver."""
+    key = keys.key(customer_key, notice_id.encode())
+    if partition is None:
+        return key in table
+    return scan.read(table, partition, key) is not None
 
 
 def add(table: Any, customer_key: bytes, notice_id: str) -> None:

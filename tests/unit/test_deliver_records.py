@@ -35,7 +35,11 @@ class Deliver:
     """deliver as registered on a worker, its Kafka writes held until ``producer`` opens."""
 
     def __init__(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings = SETTINGS
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        settings: Settings = SETTINGS,
+        store: str = "memory://",
     ) -> None:
         stages: dict[str, Any] = {}
         services: list[Any] = []
@@ -47,7 +51,8 @@ class Deliver:
         monkeypatch.setattr(deliver, "read_stage", capture)
         monkeypatch.setattr(deliver, "RECORD_ON_STOP", 0.05)
         self.producer = GatedProducer(gated=settings.topic("receipts"))
-        self.table = Tables("memory://", tmp_path).table("delivered")
+        self.tables = Tables(store, tmp_path)
+        self.table = self.tables.table("delivered")
         app = SimpleNamespace(
             producer=SimpleNamespace(_ensure_producer=lambda: self.producer),
             service=services.append,
@@ -82,6 +87,25 @@ class Deliver:
 def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Deliver:
     ACKED.clear()
     return Deliver(tmp_path, monkeypatch)
+
+
+async def test_the_ledger_is_read_in_the_store_of_the_notices_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RocksDB keeps a store per partition: a notice read again on partition 1 is known by
+    the entry there, and an entry for it in another partition's store is not its own."""
+    ACKED.clear()
+    worker = Deliver(tmp_path, monkeypatch, store="rocksdb://")
+    worker.producer.opened.set()
+    worker.tables.put(worker.table, 1, keys.key(b"C1", b"n1"), keys.MARK)
+    worker.tables.put(worker.table, 0, keys.key(b"C1", b"n2"), keys.MARK)
+    worker.stage.feed.put(record(0, a_notice(1), partition=1), record(1, a_notice(2), partition=1))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(ACKED) == 2)
+    await worker.stage.stop()
+
+    assert len(worker.smtp.sent) == 1
+    assert scan.read(worker.table, 1, keys.key(b"C1", b"n2")) == keys.MARK  # n2 went
 
 
 async def test_a_mail_is_committed_once_its_receipt_and_entry_are_written(worker: Deliver) -> None:
