@@ -247,7 +247,7 @@ class BulkLoader:
             while True:
                 if not rest:
                     rest = await consumer.getmany(
-                        timeout_ms=int(group.FETCH_WAIT * 1000),
+                        timeout_ms=group.FETCH_WAIT_MS,
                         max_records=self._pipe.settings.directory_batch,
                     )
                 batch, handled, rest = await self._handle(rest, below) if rest else (None, {}, {})

@@ -201,7 +201,7 @@ class StageReader:
                 while not stopping.is_set():
                     if not fetched:
                         got = await consumer.getmany(
-                            timeout_ms=int(group.FETCH_WAIT * 1000), max_records=self._batch_max
+                            timeout_ms=group.FETCH_WAIT_MS, max_records=self._batch_max
                         )
                         for records in got.values():
                             fetched.extend(records)

@@ -20,6 +20,8 @@ FETCH_WAIT = 0.1
 """Seconds a fetch waits for records (the broker, then ``getmany``) before it asks again:
 the bulk loader's own writes come back to it (re-keyed records), and deliver's loop may
 flush what it holds meanwhile."""
+FETCH_WAIT_MS = int(FETCH_WAIT * 1000)
+"""``FETCH_WAIT`` as Kafka's clients take it."""
 
 
 def consumer_outside(settings: Settings) -> AIOKafkaConsumer:
@@ -31,7 +33,7 @@ def consumer_outside(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_wait_ms=int(FETCH_WAIT * 1000),
+        fetch_max_wait_ms=FETCH_WAIT_MS,
     )
 
 
