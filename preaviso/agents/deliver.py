@@ -31,7 +31,7 @@ from preaviso.agents import hold, ledger
 from preaviso.agents.answers import RETRY_MAX_DELAY, after_refusal, receipt_for
 from preaviso.agents.outbox import failure_name
 from preaviso.agents.reader import read_stage
-from preaviso.agents.receipts import Recorder, RecorderClosed
+from preaviso.agents.receipts import Place, Recorder, RecorderClosed
 from preaviso.agents.stage import Beside, EventHandler, Outbox, run_stage
 from preaviso.mail import (
     SmtpAuthenticationError,
@@ -198,6 +198,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         notice: Notice,
         first_attempt_at: datetime | None,
         attempts: int,
+        place: Place,
         answered: Callable[[], None] = lambda: None,
     ) -> None:
         """Try the notice unless the ledger has it; then a receipt, or park it (again).
@@ -254,16 +255,20 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 )
                 receipt = outcome
             answered()
-            await record(partition, key, notice.notice_id, encode(receipt))
+            await record(partition, key, notice.notice_id, encode(receipt), place)
 
-    async def record(partition: int, key: bytes, notice_id: str, receipt: bytes) -> None:
+    async def record(
+        partition: int, key: bytes, notice_id: str, receipt: bytes, place: Place
+    ) -> None:
         """Record an answered mail until Kafka holds it: a failed write is tried again,
         never the mail (handled again, the stage would send it again, once per failure).
         The mail keeps its place in the unrecorded window meanwhile."""
         failures = 0
         while True:
             try:
-                await recorder.record(partition, key, notice_id, receipt)
+                await recorder.record(
+                    partition, key, notice_id, receipt, still_writing=place.keep_until
+                )
                 return
             except RecorderClosed:
                 raise
@@ -310,6 +315,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     async def in_flight(outbox: Outbox, event: Any, notice: Notice) -> None:
         """One notice beside the loop; its connection is free again once the server answered."""
         holding = True
+        place = Place(unrecorded)  # taken in ``handle``
 
         def answered() -> None:
             nonlocal holding
@@ -318,12 +324,12 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 slots.release()
 
         try:
-            await attempt(outbox, event, notice, None, 1, answered)
+            await attempt(outbox, event, notice, None, 1, place, answered)
         except (Interrupted, RecorderClosed):
             hold.give_back(event)
         finally:
             answered()
-            unrecorded.release()
+            place.give_back()
 
     def deliver_retry(outbox: Outbox) -> EventHandler:
         async def handle(event: Any) -> None:
@@ -337,12 +343,16 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             try:
                 if not await pause(min(wait, RETRY_MAX_DELAY)):
                     raise Interrupted(stopping)
-                async with unrecorded:  # deliver's window counts this mail too
+                await unrecorded.acquire()  # deliver's window counts this mail too
+                place = Place(unrecorded)
+                try:
                     if not hold.flowing(app):  # a stop or rebalance came while it waited
                         raise Interrupted(stopping)
                     await attempt(
-                        outbox, event, notice, parked.first_attempt_at, parked.attempts + 1
+                        outbox, event, notice, parked.first_attempt_at, parked.attempts + 1, place
                     )
+                finally:
+                    place.give_back()
             except (Interrupted, RecorderClosed):
                 await hold.let_go(app, event)
 

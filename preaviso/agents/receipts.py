@@ -33,6 +33,34 @@ class RecorderClosed(Exception):
     """The worker stops before this mail's receipt and ledger entry were written."""
 
 
+class Place:
+    """One mail's place in the unrecorded window, given back once.
+
+    deliver takes it before the mail is sent and gives it back once the mail is recorded
+    or given up. A run cut off while the recorder still writes the mail (a revoke whose
+    drain ran out of time) leaves the place taken until that write settles: the mail is
+    unrecorded until then, and a run started meanwhile must count it, or a crash could
+    re-send more than ``deliver.resend_bound`` mails.
+    """
+
+    __slots__ = ("_held", "_window")
+
+    def __init__(self, window: asyncio.Semaphore) -> None:
+        self._window = window
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._window.release()
+
+    def keep_until(self, written: asyncio.Future[None]) -> None:
+        """Given back only once ``written`` settles (recorded, failed, or the worker stops)."""
+        if self._held:
+            self._held = False
+            written.add_done_callback(lambda _: self._window.release())
+
+
 @dataclass(frozen=True, slots=True)
 class _Answered:
     partition: int  # the notice's, which the ledger is co-partitioned with
@@ -57,17 +85,32 @@ class Recorder:
         self._closed = False
 
     async def record(
-        self, partition: int, customer_key: bytes, notice_id: str, receipt: bytes
+        self,
+        partition: int,
+        customer_key: bytes,
+        notice_id: str,
+        receipt: bytes,
+        *,
+        still_writing: Callable[[asyncio.Future[None]], None] = lambda written: None,
     ) -> None:
         """Return once the receipt and then the ledger entry are in Kafka, and the entry
-        stored; ``RecorderClosed`` if the worker stops first."""
+        stored; ``RecorderClosed`` if the worker stops first.
+
+        A waiter cancelled (its run cut off) leaves the write be, its group's and its own:
+        ``still_writing`` then gets the future that settles once the mail is recorded or
+        given up, so the mail can stay counted as unrecorded until then."""
         if self._closed:
             raise RecorderClosed(NOT_RECORDED)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Answered(partition, customer_key, notice_id, receipt, done))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
-        await asyncio.shield(done)  # a waiter cancelled (a stop) leaves the others' writes be
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if not done.done():
+                still_writing(done)
+            raise
 
     async def drain(self, seconds: float) -> None:
         """Give the mails answered so far ``seconds`` to be recorded (a graceful stop):

@@ -68,6 +68,7 @@ class Deliver:
             found = handlers.setdefault(id(outbox), stages["deliver"](outbox))
             return await found(event)
 
+        self._handle = handle
         self.stage = Stage(handle)
 
         async def handle_retry(outbox: Any, event: Any) -> Any:
@@ -75,6 +76,10 @@ class Deliver:
             return await found(event)
 
         self.retry_stage = Stage(handle_retry)
+
+    def next_run(self) -> Stage:
+        """deliver's loop read again, as after a revoke whose drain ran out of time."""
+        return Stage(self._handle)
 
     async def stop_worker(self) -> None:
         await self.pool.on_stop(None)  # SmtpPool's: the worker stops
@@ -162,6 +167,33 @@ async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
 
     assert len(worker.smtp.sent) == 20
     assert all(worker.recorded(f"n{n}") for n in range(20))
+
+
+async def test_a_run_cut_off_while_its_mails_are_recorded_keeps_their_place_in_the_window(
+    worker: Deliver,
+) -> None:
+    """A revoke whose drain runs out of time cancels the run while Kafka holds the receipts
+    back. The mails it sent are still being recorded: until that write settles they are
+    unrecorded, so the next run may not send any more, or a crash then would re-send
+    more than ``resend_bound`` mails."""
+    bound = deliver.resend_bound(SETTINGS)
+    worker.stage.feed.put(*(record(n, a_notice(n)) for n in range(20)))
+    worker.stage.start()
+    await worker.stage.until(lambda: len(worker.smtp.sent) == bound)
+    await worker.stage.stop()  # cut off: nothing acked, every record is read again
+
+    again = worker.next_run()
+    again.feed.put(*(record(n, a_notice(n)) for n in range(20, 40)))
+    again.start()
+    await asyncio.sleep(0.1)
+    assert len(worker.smtp.sent) == bound  # still `bound` unrecorded: the new run waits
+
+    worker.producer.opened.set()  # the first run's mails are recorded, then the new run's
+    await again.until(lambda: len(ACKED) == 20)
+    await again.stop()
+
+    assert len(worker.smtp.sent) == bound + 20
+    assert all(worker.recorded(f"n{n}") for n in [*range(bound), *range(20, 40)])
 
 
 def test_the_resend_bound_is_seven_a_connection_within_24_more_and_twice_them() -> None:
