@@ -354,9 +354,11 @@ def run_stage(
     Faust's own batching (``take``/``take_events``) was seen to strand the last
     records of a burst, a known upstream bug, and a notice must never be stranded.
     """
-    outbox = Outbox(pipe, stage)
 
     async def agent(stream: Any) -> None:
+        # An outbox of its own each time Faust (re)starts the agent: claims held by a loop
+        # that ended must not outlive it (``Outbox.claim``), as with a reader's runs.
+        outbox = Outbox(pipe, stage)
         loop = StageLoop(stage, outbox, on_event(outbox), batch_max=batch_max)
         await loop.run(stream.events(), lambda: queued(stream))
 
