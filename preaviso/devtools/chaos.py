@@ -3,10 +3,11 @@
 Shared by the reliability tests (``tests/integration/test_reliability.py``) and the
 soak bench (``bench/soak_reliability.py``). A ``Rig`` (``rig.py``) runs named worker processes
 against one broker and one mail catcher. ``run_cycle`` publishes one change, fires
-``Step`` s (kill -9, SIGTERM, start with the kept or an empty data dir) when a given
-share of the change's mails has reached the catcher, waits for every mail, for the
-group's lag to return to zero and for a settle time, and then counts, per
-Message-ID, the mails at the catcher and the receipts on the ``receipts`` topic.
+``Step`` s (kill -9, SIGTERM, SIGSTOP past the session timeout then SIGCONT, start with
+the kept or an empty data dir) when a given share of the change's mails has reached the
+catcher, waits for every mail, for the group's lag to return to zero and for a settle
+time, and then counts, per Message-ID, the mails at the catcher and the receipts on the
+``receipts`` topic.
 
 What a change must produce (Message-ID -> customer_id) is given by the caller, from
 a reference written apart from the code under test (``tests/oracle.py``).
@@ -32,11 +33,13 @@ from preaviso.streams import topics as t
 
 __all__ = ["CycleReport", "Step", "chaos_plan", "run_chaos", "run_cycle", "with_session_timeout"]
 
-Op = Literal["kill", "stop", "start"]
+Op = Literal["kill", "stop", "start", "freeze"]
 Expect = Callable[[UpstreamEvent], Mapping[str, str]]
 
 SETTLE_SECONDS = 5.0
 """After the last expected mail, how long late duplicates get to show up."""
+FROZEN_PAST_SESSION = 4.0
+"""A "freeze" lasts the session timeout and this much more: the group moves on without it."""
 
 
 def with_session_timeout(settings: Settings, seconds: float, heartbeat: float) -> Settings:
@@ -66,7 +69,9 @@ class Step:
     pause: float = 0.0  # seconds to wait once ``at`` is reached
 
     def __str__(self) -> str:
-        what = {"kill": "kill -9", "stop": "SIGTERM", "start": "start"}[self.op]
+        what = {"kill": "kill -9", "stop": "SIGTERM", "start": "start", "freeze": "SIGSTOP"}[
+            self.op
+        ]
         data = ""
         if self.op == "start":
             data = " (empty data dir)" if self.empty_data else " (kept data dir)"
@@ -206,6 +211,8 @@ def run_cycle(
                 rig.kill(step.worker)
             elif step.op == "stop":
                 rig.stop(step.worker)
+            elif step.op == "freeze":
+                rig.freeze(step.worker, rig.settings.kafka_session_timeout + FROZEN_PAST_SESSION)
             else:
                 rig.start(step.worker, empty_data=step.empty_data)
         if delivered == len(expected):

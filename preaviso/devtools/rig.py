@@ -36,7 +36,7 @@ class Rig:
         self.root = root
         self.mail = MailBox(mail_dir)
         self.owed: dict[str, str] = {}  # every Message-ID any cycle expected -> customer_id
-        self.faults = 0  # kills and graceful stops so far
+        self.faults = 0  # kills, graceful stops and freezes so far
         self.dead_letters_seen = 0
         self._slots: dict[str, _Slot] = {}
 
@@ -73,6 +73,11 @@ class Rig:
         self.faults += 1
         code = self._process(name).stop()
         self._note(name, f"stopped (SIGTERM), exit code {code}")
+
+    def freeze(self, name: str, seconds: float) -> None:
+        self.faults += 1
+        self._process(name).freeze(seconds)
+        self._note(name, f"frozen (SIGSTOP) for {seconds:g}s, then resumed", gone=False)
 
     def alive(self) -> list[str]:
         return [n for n, s in self._slots.items() if s.process is not None and s.process.alive()]
@@ -142,7 +147,8 @@ class Rig:
             raise RuntimeError(f"worker {name} is not running")
         return slot.process
 
-    def _note(self, name: str, what: str) -> None:
-        self._slots[name].process = None
+    def _note(self, name: str, what: str, *, gone: bool = True) -> None:
+        if gone:
+            self._slots[name].process = None
         with self.log_path(name).open("a") as f:
             f.write(f"===== {name} {what}\n")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from preaviso.devtools.lifeline import die_with_parent
@@ -84,6 +85,18 @@ class WorkerProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         return proc.returncode
+
+    def freeze(self, seconds: float) -> None:
+        """Pause the worker's process group (SIGSTOP) for ``seconds``, then let it go on
+        (SIGCONT): a frozen VM, or a worker held in a debugger."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("the worker is not running")
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGCONT)
 
     def kill(self) -> int | None:
         """Crash the worker: SIGKILL to its process group, no chance to commit or close."""
