@@ -6,11 +6,12 @@ and strikes (kill -9, SIGTERM, a restart with the kept or an empty data dir, a s
 worker joining, a worker frozen past its session timeout) once a share of that change's
 mails has arrived. After the last mail, the group's lag must return to zero and, once a
 settle time has passed, every affected customer must have a mail and a receipt.
-Duplicates (the same Message-ID twice) may only come from a worker that died, stopped or
-was frozen mid-send: at most the mails in flight or answered but not yet recorded,
+Duplicates (the same Message-ID twice) may only come from a worker that died or stopped
+mid-send: at most the mails in flight or answered but not yet recorded,
 ``deliver.resend_bound`` (seven per SMTP connection, at most connections + 24, at least
-twice the connections) per fault. Who is affected comes from ``tests/oracle.py``, not
-from the code under test.
+twice the connections) per fault. A worker frozen past its session timeout, then
+resumed, may send more twice: those are counted, not bounded. Who is affected comes
+from ``tests/oracle.py``, not from the code under test.
 
 Each test prints its seed; rerun a failure with ``PREAVISO_CHAOS_SEED=<seed>``.
 A longer run: ``.venv/bin/python bench/soak_reliability.py --cycles 50``.
@@ -137,10 +138,10 @@ FROZEN_CUSTOMERS, FROZEN_OWNED = dataset.directory(3000, seed=31)
 
 def test_a_worker_frozen_past_its_session_then_resumed_loses_no_notice(rig: Rig, seed: int) -> None:
     """A frozen VM, or a worker held in a debugger, is no crash: resumed, it still holds
-    what it had fetched and sent, while its partitions went to the other worker, which
-    sends from the committed offsets. Nothing is lost or stuck, and the mails sent twice
-    stayed within one fault's bound in every run so far (stop 22: 0-14 of 28 in ten),
-    though nothing in the design bounds a pause (docs/reliability.md, "Known limits")."""
+    what it had fetched, while its partitions went to the other worker, which sends
+    from the committed offsets. Nothing may be lost or stuck. The mails sent twice are
+    counted, not bounded: nothing in the design bounds a pause (docs/reliability.md,
+    "Known limits"; stop 22 saw 0-17 in twelve runs, and 120 once)."""
     start_with_directory(rig, "a", "b", customers=FROZEN_CUSTOMERS, owned=FROZEN_OWNED)
     change = policy_for_everyone("policy-frozen-worker")
     expected = expectation(FROZEN_CUSTOMERS, FROZEN_OWNED, rig.settings.message_id_domain)(change)
@@ -151,6 +152,7 @@ def test_a_worker_frozen_past_its_session_then_resumed_loses_no_notice(rig: Rig,
     )  # fmt: skip
     print(report.summary())
 
+    assert report.duplicate_bound is None  # the freeze was counted as one
     assert_nothing_lost_nothing_stuck(rig, report, seed)
 
 
