@@ -29,6 +29,7 @@ import mode
 
 from preaviso.agents import hold, ledger
 from preaviso.agents.answers import RETRY_MAX_DELAY, after_refusal, receipt_for
+from preaviso.agents.fence import Fence, stall_limit
 from preaviso.agents.outbox import failure_name
 from preaviso.agents.reader import read_stage
 from preaviso.agents.receipts import Place, Recorder, RecorderClosed
@@ -185,6 +186,12 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         return await hold.pause(app, seconds)
 
     sending = OneAtATime(pause)
+
+    async def prove() -> bool | None:
+        return await reader.prove()  # deliver's reader commits through the worker's group
+
+    # A stall longer than a heartbeat interval may have cost the session (docs/reliability.md).
+    fence = Fence(prove, stall=stall_limit(settings.kafka_heartbeat_interval))
     recorder = Recorder(
         app.producer._ensure_producer,
         pipe.topic_name(t.RECEIPTS),
@@ -221,6 +228,8 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                 return  # sent or settled before (a restart re-read it): not twice
             if not outbox.claim(notice.notice_id, event=event):
                 return  # sent a moment ago, its ledger entry not written yet
+            if not fence.is_open() and not await fence.cleared(pause):
+                raise Interrupted("the worker stood still; its partitions may be another's")
             try:
                 receipt = await send_notice(smtp, settings, notice, pause)
             except SmtpTemporaryError as refusal:
@@ -359,7 +368,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         return handle
 
     # Read by a plain consumer: Faust's streams cost more than deliver's own work.
-    read_stage(pipe, t.NOTICES, "deliver", deliver)
+    reader = read_stage(pipe, t.NOTICES, "deliver", deliver)
     # One parked notice at a time: its wait holds the stage, so nothing else may be held.
     run_stage(pipe, t.NOTICES_RETRY, "deliver-retry", deliver_retry, batch_max=1)
 
@@ -376,6 +385,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             )
 
         async def on_stop(self) -> None:
+            fence.close()
             await recorder.drain(RECORD_ON_STOP)
             recorder.close()
             await smtp.aclose()

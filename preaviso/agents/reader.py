@@ -104,6 +104,7 @@ class StageReader:
         self._generation = 0
         self._released: dict[TP, int] = {}
         self._committed: dict[TP, int] = {}
+        self._committing = asyncio.Lock()  # one commit at a time, in the order asked
         self._crashing: asyncio.Future[Any] | None = None
 
     def assigned(self) -> None:
@@ -146,14 +147,29 @@ class StageReader:
     async def commit(self) -> None:
         """Commit the offsets after the records released so far, through Faust's consumer;
         halt if the group refuses or the partitions moved (nothing committed then)."""
-        due = {tp: o for tp, o in self._released.items() if self._committed.get(tp) != o}
-        if not due:
-            return
-        if await group.commit_assigned(self._pipe.app, due):
-            self._committed.update(due)
-        else:
-            log.info("%s: partitions moved on (a rebalance); reader stops", self.stage)
-            self.halt()
+        async with self._committing:
+            due = {tp: o for tp, o in self._released.items() if self._committed.get(tp) != o}
+            if due:
+                await self._commit(due)
+
+    async def prove(self) -> bool | None:
+        """Commit again what the group holds from this reader (and what it released since):
+        the group's answer says whether this worker still holds the partitions (the fence,
+        after a stall). False once it refused (the reader halts); None before the reader
+        knows its offsets."""
+        if self._stopping.is_set():
+            return False
+        async with self._committing:
+            offsets = {**self._committed, **self._released}
+            return await self._commit(offsets) if offsets else None
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        if await group.commit_assigned(self._pipe.app, offsets):
+            self._committed.update(offsets)
+            return True
+        log.info("%s: partitions moved on (a rebalance); reader stops", self.stage)
+        self.halt()
+        return False
 
     def _release(self, message: _Message) -> None:
         if message.generation_id == self._generation:
@@ -195,6 +211,9 @@ class StageReader:
                 consumer.assign(tps)
                 if not positions:
                     positions = await group.committed_offsets(self._pipe.app, tps)
+                    if generation == self._generation:  # what ``prove`` commits again
+                        self._committed.update((TP(tp.topic, tp.partition), o)
+                                               for tp, o in positions.items())  # fmt: skip
                 for tp in tps:
                     consumer.seek(tp, positions[tp])
                 attempt = 0

@@ -36,8 +36,7 @@ class Rig:
         self.root = root
         self.mail = MailBox(mail_dir)
         self.owed: dict[str, str] = {}  # every Message-ID any cycle expected -> customer_id
-        self.faults = 0  # kills and graceful stops so far
-        self.freezes = 0  # SIGSTOP then SIGCONT: duplicates not bounded (reliability.md)
+        self.faults = 0  # kills, graceful stops and freezes so far
         self.dead_letters_seen = 0
         self._slots: dict[str, _Slot] = {}
 
@@ -76,7 +75,7 @@ class Rig:
         self._note(name, f"stopped (SIGTERM), exit code {code}")
 
     def freeze(self, name: str, seconds: float) -> None:
-        self.freezes += 1
+        self.faults += 1
         self._process(name).freeze(seconds)
         self._note(name, f"frozen (SIGSTOP) for {seconds:g}s, then resumed", gone=False)
 

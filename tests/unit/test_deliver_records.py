@@ -31,6 +31,19 @@ def a_notice(n: int) -> bytes:
     return encode(NOTICE.model_copy(update={"notice_id": f"n{n}", "customer_id": "C1"}))
 
 
+class GroupAnswers:
+    """deliver's reader as its fence sees it: each proof of membership waits for the test's
+    answer (True accepted, False refused)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.answers: asyncio.Queue[bool | None] = asyncio.Queue()
+
+    async def prove(self) -> bool | None:
+        self.asked += 1
+        return await self.answers.get()
+
+
 class Deliver:
     """deliver as registered on a worker, its Kafka writes held until ``producer`` opens."""
 
@@ -44,8 +57,11 @@ class Deliver:
         stages: dict[str, Any] = {}
         services: list[Any] = []
 
-        def capture(p: Any, s: Any, name: str, f: Any, **_: Any) -> None:
+        self.group = GroupAnswers()
+
+        def capture(p: Any, s: Any, name: str, f: Any, **_: Any) -> GroupAnswers:
             stages[name] = f
+            return self.group  # deliver's reader, as its fence asks it
 
         monkeypatch.setattr(deliver, "run_stage", capture)
         monkeypatch.setattr(deliver, "read_stage", capture)
