@@ -67,6 +67,7 @@ class Step:
     worker: str
     empty_data: bool = False  # for "start": a new, empty data dir (tables from changelogs)
     pause: float = 0.0  # seconds to wait once ``at`` is reached
+    seconds: float | None = None  # for "freeze": by default the session timeout + 4 s
 
     def __str__(self) -> str:
         what = {"kill": "kill -9", "stop": "SIGTERM", "start": "start", "freeze": "SIGSTOP"}[
@@ -76,6 +77,8 @@ class Step:
         if self.op == "start":
             data = " (empty data dir)" if self.empty_data else " (kept data dir)"
         pause = f" +{self.pause:g}s" if self.pause else ""
+        if self.op == "freeze" and self.seconds is not None:
+            data = f" for {self.seconds:g}s"
         return f"{what} {self.worker}{data} at {self.at:.0%}{pause}"
 
 
@@ -212,7 +215,8 @@ def run_cycle(
             elif step.op == "stop":
                 rig.stop(step.worker)
             elif step.op == "freeze":
-                rig.freeze(step.worker, rig.settings.kafka_session_timeout + FROZEN_PAST_SESSION)
+                past_session = rig.settings.kafka_session_timeout + FROZEN_PAST_SESSION
+                rig.freeze(step.worker, step.seconds or past_session)
             else:
                 rig.start(step.worker, empty_data=step.empty_data)
         if delivered == len(expected):

@@ -9,8 +9,8 @@ settle time has passed, every affected customer must have a mail and a receipt.
 Duplicates (the same Message-ID twice) may only come from a worker that died or stopped
 mid-send: at most the mails in flight or answered but not yet recorded,
 ``deliver.resend_bound`` (seven per SMTP connection, at most connections + 24, at least
-twice the connections) per fault. A worker frozen past its session timeout, then
-resumed, may send more twice: those are counted, not bounded. Who is affected comes
+twice the connections) per fault; a worker frozen past its session timeout, then
+resumed, counts as one (deliver's fence). Who is affected comes
 from ``tests/oracle.py``, not from the code under test.
 
 Each test prints its seed; rerun a failure with ``PREAVISO_CHAOS_SEED=<seed>``.
@@ -154,6 +154,31 @@ def test_a_worker_frozen_past_its_session_then_resumed_loses_no_notice(rig: Rig,
 
     assert report.faults == 1  # the freeze, bounded as a crash is
     assert_nothing_lost_nothing_stuck(rig, report, seed)
+
+
+PAUSED_WITHIN_SESSION = 5.0
+"""Seconds: past the fence's stall limit (a heartbeat interval, 3 s), within the
+session (10 s, less the heartbeat interval that may have passed before the pause)."""
+
+
+def test_a_worker_paused_within_its_session_goes_on_once_the_group_confirms_it(
+    rig: Rig, seed: int
+) -> None:
+    """The fence's other answer: a pause the session survives costs one commit, not the
+    partitions. The worker resumes, the group accepts its proof, and the rest of the
+    change goes out from the same worker, each mail once."""
+    start_with_directory(rig, "a")
+
+    report = deliver_with_faults(
+        rig, "a paused within its session",
+        [Step(about(0.3, seed), "freeze", "a", seconds=PAUSED_WITHIN_SESSION)],
+    )  # fmt: skip
+
+    assert_nothing_lost_nothing_stuck(rig, report, seed)
+    assert report.duplicates == 0
+    log = rig.log_path("a").read_text()
+    assert "the worker stood still" in log
+    assert "the group confirmed this worker's partitions" in log
 
 
 @pytest.mark.parametrize("workers", [("a",), ("a", "b")], ids=["one worker", "two workers"])
