@@ -20,8 +20,12 @@ _child: tuple[Renderer, Settings] | None = None
 
 
 def start(settings: Settings) -> None:
-    """The pool's initializer: one ``Renderer`` for the child's life, and a watch on the worker."""
+    """The pool's initializer: one ``Renderer`` for the child's life, a watch on the worker,
+    and a lower CPU priority (``PREAVISO_COMPOSE_NICE``): composing runs ahead of sending,
+    so a core both want goes to the worker's loop first (docs/benchmarks.md, stop 23)."""
     global _child
+    if settings.compose_nice:
+        os.nice(settings.compose_nice)
     # Ctrl-C and a SIGTERM to the process group reach the child too; the worker stops
     # it when the worker stops (and the watch below when the worker is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)

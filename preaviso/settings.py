@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="Child processes that render notices, beside the worker's own thread "
         "(0: render in the worker; default 1 where there are 2 or more cores).",
     )
+    compose_nice: Annotated[int, Field(ge=0, le=19)] = Field(
+        10,
+        description="How much lower the composing processes' CPU priority is than the "
+        "worker's (nice): they yield a busy core to the loop that sends the mails "
+        "(0: the same priority).",
+    )
     web_enabled: bool = Field(False, description="Serve the worker's web endpoints.")
     web_host: str = Field(
         "127.0.0.1", description="Address the web endpoints bind (loopback by default)."

@@ -40,3 +40,8 @@ def compose_or_hang(jobs: list[Job]) -> list[Composed]:
 def cannot_start(settings: Settings) -> None:
     """A child that fails in its initializer (a broken install, say)."""
     raise ImportError("no module named 'jinja2' (a broken install)")
+
+
+def niceness(jobs: list[Job]) -> list[Composed]:
+    """The child's niceness, as the one job's result."""
+    return [Composed(None, "niceness", str(os.nice(0))) for _ in jobs]

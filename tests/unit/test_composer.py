@@ -33,6 +33,7 @@ from tests.unit.composer_faults import (
     cannot_start,
     compose_or_die,
     compose_or_hang,
+    niceness,
 )
 
 SETTINGS = Settings(
@@ -134,6 +135,22 @@ async def test_a_notice_that_kills_its_child_is_an_error_and_the_rest_of_the_bat
         assert [without_date(r) if r.notice else r for r in result] == [
             without_date(r) if r.notice else r for r in reference
         ]
+
+
+@pytest.mark.parametrize(("nice", "lower_by"), [(None, 10), (3, 3), (0, 0)])
+async def test_the_children_compose_at_a_lower_cpu_priority_than_the_worker(
+    nice: int | None, lower_by: int
+) -> None:
+    """They compose ahead of sending: a core both want goes to the worker's loop first."""
+    settings = SETTINGS if nice is None else SETTINGS.model_copy(update={"compose_nice": nice})
+    composer = ProcessComposer(settings, processes=1, work=niceness)
+    composer.start()
+    try:
+        [result] = await composer.compose(jobs()[:1])
+    finally:
+        composer.close()
+
+    assert int(result.reason) == min(os.nice(0) + lower_by, 19)
 
 
 async def test_a_closed_composer_composes_nothing_more() -> None:
