@@ -1,6 +1,6 @@
 """Soak test: many cycles of worker crashes, stops, restarts and joins, counted per cycle.
 
-The long variant of ``test_cycles_of_crashes_stops_restarts_and_joins_...`` in
+The long variant of ``test_cycles_of_crashes_stops_freezes_restarts_and_joins_...`` in
 ``tests/integration/test_reliability.py``, with the same harness
 (``preaviso.devtools.chaos``) and the same oracle (``tests/oracle.py``):
 
@@ -9,7 +9,7 @@ The long variant of ``test_cycles_of_crashes_stops_restarts_and_joins_...`` in
 
 It starts its own Kafka broker (or uses ``PREAVISO_TEST_KAFKA_BOOTSTRAP``), a mail
 catcher and two workers, publishes a directory once, then per cycle a policy change
-for everyone while one worker is killed (kill -9) or stopped (SIGTERM) at a random
+for everyone while one worker is killed (kill -9), stopped (SIGTERM) or frozen at a random
 point and restarted with its kept or an empty data dir. It prints one line per cycle
 (delivered, missing, duplicates, time from restart to the first new mail) and a
 summary, and exits 1 if any cycle lost a notice, sent too many duplicates, or left a

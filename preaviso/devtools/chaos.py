@@ -34,6 +34,8 @@ from preaviso.streams import topics as t
 __all__ = ["CycleReport", "Step", "chaos_plan", "run_chaos", "run_cycle", "with_session_timeout"]
 
 Op = Literal["kill", "stop", "start", "freeze"]
+FREEZE_SHARE = 0.25
+"""The share of chaos cycles whose fault is a freeze past the session timeout."""
 Expect = Callable[[UpstreamEvent], Mapping[str, str]]
 
 SETTLE_SECONDS = 5.0
@@ -300,7 +302,9 @@ def _locate_missing(rig: Rig, report: CycleReport, expected: Mapping[str, str]) 
 
 
 def chaos_plan(rng: random.Random, cycle: int, workers: Sequence[str] = ("a", "b")) -> list[Step]:
-    """One cycle's faults: kill -9 or SIGTERM one worker at a random point, then restart it.
+    """One cycle's fault at a random point: kill -9 or SIGTERM one worker, then restart it;
+    or (one cycle in four) freeze it past its session timeout, after which it resumes by
+    itself (deliver's fence bounds what it may send twice).
 
     The restart alternates between the kept data dir and an empty one (tables from
     the changelogs). It either follows the fault within a few seconds, or waits until
@@ -308,8 +312,11 @@ def chaos_plan(rng: random.Random, cycle: int, workers: Sequence[str] = ("a", "b
     worker then joins mid-run: two rebalances in one cycle.
     """
     victim = rng.choice(list(workers))
-    op: Op = "kill" if rng.random() < 0.5 else "stop"
+    roll = rng.random()
     at = round(rng.uniform(0.1, 0.6), 2)
+    if roll < FREEZE_SHARE:
+        return [Step(at, "freeze", victim)]
+    op: Op = "kill" if roll < (1 + FREEZE_SHARE) / 2 else "stop"
     empty = cycle % 2 == 1
     if rng.random() < 0.5:
         restart = Step(at, "start", victim, empty_data=empty, pause=round(rng.uniform(0, 3), 1))
@@ -330,7 +337,7 @@ def run_chaos(
     lag_timeout: float = 75.0,
     budget: float | None = None,
 ) -> list[CycleReport]:
-    """``cycles`` changes for everyone, each with a fault and a restart (``chaos_plan``).
+    """``cycles`` changes for everyone, each with a fault (and a restart: ``chaos_plan``).
 
     The two workers ``a`` and ``b`` must be running and the directory loaded. No new
     cycle starts once ``budget`` seconds have passed: fewer reports than ``cycles``.

@@ -197,7 +197,7 @@ def test_a_first_start_on_new_topics_delivers_every_notice_without_dead_letters(
 
 
 @pytest.mark.timeout(600)
-def test_cycles_of_crashes_stops_restarts_and_joins_lose_no_notice_and_stall_nothing(
+def test_cycles_of_crashes_stops_freezes_restarts_and_joins_lose_no_notice_and_stall_nothing(
     rig: Rig, seed: int
 ) -> None:
     start_with_directory(rig, "a", "b", customers=CHAOS_CUSTOMERS, owned=CHAOS_OWNED)
