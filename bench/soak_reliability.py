@@ -10,7 +10,8 @@ The long variant of ``test_cycles_of_crashes_stops_freezes_restarts_and_joins_..
 It starts its own Kafka broker (or uses ``PREAVISO_TEST_KAFKA_BOOTSTRAP``), a mail
 catcher and two workers, publishes a directory once, then per cycle a policy change
 for everyone while one worker is killed (kill -9), stopped (SIGTERM) or frozen at a random
-point and restarted with its kept or an empty data dir. It prints one line per cycle
+point and restarted with its kept or an empty data dir (a frozen one resumes by
+itself). It prints one line per cycle
 (delivered, missing, duplicates, time from restart to the first new mail) and a
 summary, and exits 1 if any cycle lost a notice, sent too many duplicates, or left a
 partition stalled. The seed is printed; the same seed replays the same plan.
