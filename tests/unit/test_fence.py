@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from preaviso.agents import fence as fences
-from preaviso.agents.fence import Fence, stall_limit
+from preaviso.agents.fence import Fence, Prove, stall_limit
 from tests.unit.stage_fakes import ACKED, record
 from tests.unit.test_deliver_records import SETTINGS, Deliver, a_notice
 
@@ -53,6 +53,15 @@ def clock() -> Clock:
     return Clock()
 
 
+def stalled(prove: Prove, clock: Clock, seconds: float = 5.0) -> Fence:
+    """A fence (stall limit 1 s) that looked at the clock once, then saw ``seconds`` pass:
+    the worker stood still (SIGSTOP, a frozen VM) and its event loop did not run."""
+    fence = Fence(prove, stall=1.0, clock=clock)
+    assert fence.is_open()
+    clock.now += seconds
+    return fence
+
+
 async def test_the_fence_stays_open_while_the_worker_keeps_looking_at_its_clock(
     clock: Clock,
 ) -> None:
@@ -70,9 +79,7 @@ async def test_after_a_stall_no_mail_goes_out_until_the_group_accepts_a_proof(
     clock: Clock,
 ) -> None:
     group = Group(True)
-    fence = Fence(group.prove, stall=1.0, clock=clock)
-    assert fence.is_open()
-    clock.now += 1.5  # SIGSTOP, a frozen VM: the event loop did not run
+    fence = stalled(group.prove, clock, 1.5)
 
     assert not fence.is_open()
     assert await fence.cleared(flowing)
@@ -86,9 +93,7 @@ async def test_a_refused_proof_gives_the_waiting_mails_back_and_the_next_one_ask
     clock: Clock,
 ) -> None:
     group = Group(False, True)
-    fence = Fence(group.prove, stall=1.0, clock=clock)
-    fence.is_open()
-    clock.now += 30
+    fence = stalled(group.prove, clock, 30)
 
     assert not await fence.cleared(flowing)  # the partitions are another worker's now
     assert not fence.is_open()
@@ -100,9 +105,7 @@ async def test_a_refused_proof_gives_the_waiting_mails_back_and_the_next_one_ask
 
 async def test_a_proof_asked_before_a_further_stall_does_not_count(clock: Clock) -> None:
     group = Group(True, True, clock=clock, stall=5)  # the first proof spans a stall
-    fence = Fence(group.prove, stall=1.0, clock=clock)
-    fence.is_open()
-    clock.now += 5
+    fence = stalled(group.prove, clock)
 
     assert await fence.cleared(flowing)
     fence.close()
@@ -115,9 +118,7 @@ async def test_nothing_to_prove_with_yet_is_asked_again_not_taken_as_refused(
 ) -> None:
     monkeypatch.setattr(fences, "PROOF_RETRY", 0.0)
     group = Group(None, None, True)
-    fence = Fence(group.prove, stall=1.0, clock=clock)
-    fence.is_open()
-    clock.now += 5
+    fence = stalled(group.prove, clock)
 
     assert await fence.cleared(flowing)
     fence.close()
@@ -131,9 +132,7 @@ async def test_waiting_for_the_proof_ends_when_the_worker_stops(clock: Clock) ->
     async def prove() -> bool | None:
         return await never
 
-    fence = Fence(prove, stall=1.0, clock=clock)
-    fence.is_open()
-    clock.now += 5
+    fence = stalled(prove, clock)
 
     assert not await fence.cleared(stopping)
     fence.close()
