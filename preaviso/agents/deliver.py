@@ -192,6 +192,12 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
 
     # A stall longer than a heartbeat interval may have cost the session (docs/reliability.md).
     fence = Fence(prove, stall=stall_limit(settings.kafka_heartbeat_interval))
+
+    async def fenced_pause(seconds: float) -> bool:
+        """``pause``, then the fence: a mail tried again after an outage goes only once
+        the group confirmed the partitions, should the worker have stood still meanwhile."""
+        return await pause(seconds) and (fence.is_open() or await fence.cleared(pause))
+
     recorder = Recorder(
         app.producer._ensure_producer,
         pipe.topic_name(t.RECEIPTS),
@@ -231,7 +237,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
             if not fence.is_open() and not await fence.cleared(pause):
                 raise Interrupted("the worker stood still; its partitions may be another's")
             try:
-                receipt = await send_notice(smtp, settings, notice, pause)
+                receipt = await send_notice(smtp, settings, notice, fenced_pause)
             except SmtpTemporaryError as refusal:
                 answered()
                 now = datetime.now(UTC)

@@ -1,18 +1,19 @@
 """No new mail from a worker that may have lost its partitions without knowing it yet.
 
-A worker paused past its session timeout (``SIGSTOP``, a frozen VM, a debugger) is no
-crash: resumed, its reader still holds what it had fetched, and deliver would go on
+A worker paused past its session timeout (``SIGSTOP``, a debugger, a frozen container)
+is no crash: resumed, its reader still holds what it had fetched, and deliver would go on
 sending it while the group has given its partitions to another worker, which sends the
 same notices from the committed offsets. Its next commit or heartbeat is refused within
 a second or two and the revoke stops it, but meanwhile it sends them twice (stop 22
 measured up to 120, against a crash's bound of 28 at 4 connections).
 
-So the worker watches its own clock. Nothing but a pause of the whole process keeps its
-event loop from ticking for longer than a heartbeat interval; after such a stall no new
-mail goes out until the group has accepted a commit asked after it: proof that this
-worker still holds its partitions. A refused one means it does not: the mails waiting
-are given back unsent, for their next owner to send. Mails already on their way when the
-worker stood still are in the unrecorded window, which bounds them as it bounds a crash.
+So the worker watches its own clock. A look more than a heartbeat interval late means
+the event loop stood still (the whole process paused, or the loop blocked), long enough
+that the session may be gone. After such a stall no new mail goes out until the group
+has accepted a commit asked after it: proof that this worker still holds its
+partitions. A refused one means it does not: the mails waiting are given back unsent,
+for their next owner to send. Mails already on their way when the worker stood still
+are in the unrecorded window, which bounds them as it bounds a crash.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def stall_limit(heartbeat_interval: float) -> float:
 
 def stall_clock() -> float:
     """Seconds on a clock that also runs while the machine is suspended (``CLOCK_BOOTTIME``
-    on Linux): a suspended VM's partitions move on just the same."""
+    on Linux): a suspended machine's partitions move on just the same. (A hypervisor that
+    hides a VM's pause from its clocks, as kvmclock does, hides it from the fence too.)"""
     return time.clock_gettime(_CLOCK)
 
 
@@ -88,6 +90,8 @@ class Fence:
             while not proof.done():
                 if not await pause(PROOF_POLL):
                     return False
+            if proof.cancelled():  # ``close``: the worker stops; never the waiter's own
+                return False
             answer = proof.result()
             if answer is False:
                 return False

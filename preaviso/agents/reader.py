@@ -164,7 +164,11 @@ class StageReader:
             return await self._commit(offsets) if offsets else None
 
     async def _commit(self, offsets: dict[TP, int]) -> bool:
-        if await group.commit_assigned(self._pipe.app, offsets):
+        generation = self._generation
+        accepted = await group.commit_assigned(self._pipe.app, offsets)
+        if generation != self._generation:  # a new assignment's run started meanwhile
+            return accepted
+        if accepted:
             self._committed.update(offsets)
             return True
         log.info("%s: partitions moved on (a rebalance); reader stops", self.stage)

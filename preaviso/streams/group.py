@@ -39,18 +39,30 @@ def consumer_outside(settings: Settings) -> AIOKafkaConsumer:
 
 async def commit_assigned(app: Any, offsets: dict[TP, int]) -> bool:
     """Commit ``offsets`` through Faust's consumer (its member id and generation), in its
-    thread; False, committing nothing, if any of them is no longer assigned there. (Faust's
-    own commit drops such partitions, and crashes the worker when none is left.)"""
+    thread; False, committing nothing, if any of them is no longer assigned there, or the
+    consumer no longer knows its generation. (Faust's own commit drops such partitions,
+    and crashes the worker when none is left.)"""
     thread = app.consumer._thread
 
     async def commit() -> bool:
         if not offsets or not offsets.keys() <= thread.assignment():
+            return False
+        if not _member(thread._ensure_consumer()):
             return False
         committed: bool = await thread._commit(offsets)
         return committed
 
     result: bool = await thread.call_thread(commit)
     return result
+
+
+def _member(consumer: Any) -> bool:
+    """False once aiokafka forgot its membership (a refused heartbeat resets its generation
+    to -1 until it joins again): Kafka takes a commit without one as a standalone
+    consumer's when the group has no member left, which would pass for proof of a
+    membership this worker lost (``agents/fence.py``)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    return coordinator is None or getattr(coordinator, "generation", 0) >= 0
 
 
 async def committed_offsets(app: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

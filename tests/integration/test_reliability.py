@@ -154,6 +154,7 @@ def test_a_worker_frozen_past_its_session_then_resumed_loses_no_notice(rig: Rig,
 
     assert report.faults == 1  # the freeze, bounded as a crash is
     assert_nothing_lost_nothing_stuck(rig, report, seed)
+    assert "the worker stood still" in rig.log_path("a").read_text()  # the fence saw it
 
 
 PAUSED_WITHIN_SESSION = 5.0

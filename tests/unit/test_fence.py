@@ -150,6 +150,20 @@ async def test_a_real_stall_of_the_event_loop_closes_the_fence() -> None:
     fence.close()
 
 
+async def test_a_proof_cut_off_by_the_worker_stopping_lets_nothing_through(clock: Clock) -> None:
+    never: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def prove() -> bool | None:
+        return await never
+
+    fence = stalled(prove, clock)
+    waiting = asyncio.ensure_future(fence.cleared(flowing))
+    await asyncio.sleep(0.01)
+    fence.close()  # the worker stops: the proof under way is cancelled, not the waiter
+
+    assert await waiting is False
+
+
 def test_the_stall_limit_is_a_heartbeat_interval_and_at_least_a_second() -> None:
     assert stall_limit(3.0) == 3.0
     assert stall_limit(0.2) == 1.0
