@@ -182,6 +182,11 @@ class StageLoop:
             await work
         except Exception as exc:
             entry.error = exc
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the loop ends (a stop, a drain cut off): nothing held is released
+            entry.error = exc  # cancelled from within, a bug: never released as done
 
     def _on_beside_done(self, _: object) -> None:
         if self._idle:

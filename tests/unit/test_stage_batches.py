@@ -291,6 +291,24 @@ async def test_work_beside_that_fails_is_done_again_alone() -> None:
     assert stage_.producer.on(LETTERS) == []
 
 
+async def test_work_beside_cancelled_from_within_is_dead_lettered_not_released_as_done() -> None:
+    async def cut_off(outbox: Outbox, event: Any) -> Beside:
+        async def send() -> None:
+            gone = asyncio.get_running_loop().create_future()
+            gone.cancel()  # something it waited for was cancelled: a bug, not a stop
+            await gone
+
+        return send()
+
+    stage_ = Stage(cut_off)
+    stage_.feed.put(record(0))
+    stage_.start()
+    await stage_.until(lambda: len(ACKED) == 1)
+    await stage_.stop()
+
+    assert [decode(DeadLetter, v).offset for _, v in stage_.producer.on(LETTERS)] == [0]
+
+
 async def test_the_loop_waits_when_too_many_records_are_held() -> None:
     gate = asyncio.Event()
     started: list[int] = []
