@@ -17,7 +17,6 @@ from preaviso.devtools.worker import WorkerProcess
 from preaviso.settings import Settings
 from preaviso.streams import lag
 from preaviso.streams import topics as t
-from preaviso.streams.kafka import connect_admin
 from preaviso.streams.topics import ensure_topics
 
 LAG_POLL = 0.05
@@ -120,27 +119,13 @@ class Stack:
             time.sleep(still)
 
     async def _wait_members(self, count: int, within: float = 120.0) -> None:
-        group = self.settings.topic(self.settings.app_id)
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            if await self._members(group) == count:
+            if await lag.stable_members(self.settings) == count:
                 return
             self.pid()
             await asyncio.sleep(LAG_POLL * 4)
         raise TimeoutError(f"the group did not reach {count} members in {within:g}s")
-
-    async def _members(self, group: str) -> int:
-        """Members of a stable group (0 while it rebalances or cannot be asked)."""
-        try:
-            admin = await connect_admin(self.settings)
-            try:
-                [answer] = await admin.describe_consumer_groups([group])
-            finally:
-                await admin.close()
-        except Exception:  # a coordinator still loading: ask again
-            return 0
-        found = answer.to_object()["groups"][0]
-        return len(found["members"]) if found["state"] == "Stable" else 0
 
     def stop_worker(self) -> None:
         for worker in [self.worker, *self.others]:

@@ -382,6 +382,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         """Says how the worker sends; closes the pooled SMTP connections when it stops."""
 
         async def on_start(self) -> None:
+            fence.start()
             log.info(
                 "mails sent over %d SMTP connection(s), %d answered at most awaiting their "
                 "receipt: a crash re-sends at most %d",

@@ -73,10 +73,15 @@ class Fence:
         self._proof: asyncio.Task[bool | None] | None = None
         self._ticking: asyncio.TimerHandle | None = None
 
-    def is_open(self) -> bool:
-        """True unless a stall was seen (now or before) and no proof asked since was accepted."""
+    def start(self) -> None:
+        """Look at the clock from now on (the worker starts): a stall is logged even while
+        the worker holds no partitions; ``is_open`` starts it too, should this not run."""
         if self._ticking is None:
             self._tick()
+
+    def is_open(self) -> bool:
+        """True unless a stall was seen (now or before) and no proof asked since was accepted."""
+        self.start()
         self._look(self._clock())
         return self._proven_at >= self._stalled_at
 

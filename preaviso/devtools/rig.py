@@ -16,6 +16,7 @@ from preaviso.publish import publish
 from preaviso.schemas.events import UpstreamEvent
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
+from preaviso.streams.lag import stable_members
 
 __all__ = ["Rig"]
 
@@ -123,6 +124,16 @@ class Rig:
             }
             if not lag or time.monotonic() > deadline:
                 return lag
+            time.sleep(0.5)
+
+    def wait_members(self, count: int, within: float = 60.0) -> None:
+        """Wait until the group is stable with ``count`` members: each holds partitions."""
+        deadline = time.monotonic() + within
+        while asyncio.run(stable_members(self.settings)) != count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the group did not reach {count} members in {within:g}s\n{self.log_tails()}"
+                )
             time.sleep(0.5)
 
     def load_directory(self, events: Sequence[UpstreamEvent], within: float = 120.0) -> None:

@@ -139,3 +139,18 @@ async def wait_idle(settings: Settings, topics: Iterable[str], within: float = 1
 async def end_offsets_total(settings: Settings, topic: str) -> int:
     """Records ever written to ``topic`` (sum of its partitions' end offsets)."""
     return sum((await end_offsets(settings, [topic])).values())
+
+
+async def stable_members(settings: Settings) -> int:
+    """Members of the workers' group once it is stable; 0 while it rebalances, or while
+    its coordinator cannot be asked yet."""
+    try:
+        admin = await connect_admin(settings)
+        try:
+            [answer] = await admin.describe_consumer_groups([settings.topic(settings.app_id)])
+        finally:
+            await admin.close()
+    except Exception:  # a coordinator still loading: ask again
+        return 0
+    found = answer.to_object()["groups"][0]
+    return len(found["members"]) if found["state"] == "Stable" else 0

@@ -143,6 +143,7 @@ def test_a_worker_frozen_past_its_session_then_resumed_loses_no_notice(rig: Rig,
     twice than after a crash: resumed, the worker sends nothing new until the group
     confirms its partitions (deliver's fence; stop 22, without it, saw 120 once)."""
     start_with_directory(rig, "a", "b", customers=FROZEN_CUSTOMERS, owned=FROZEN_OWNED)
+    rig.wait_members(2)  # a frozen while it still joins would hold nothing to send twice
     change = policy_for_everyone("policy-frozen-worker")
     expected = expectation(FROZEN_CUSTOMERS, FROZEN_OWNED, rig.settings.message_id_domain)(change)
 
