@@ -196,7 +196,7 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
     async def fenced_pause(seconds: float) -> bool:
         """``pause``, then the fence: a mail tried again after an outage goes only once
         the group confirmed the partitions, should the worker have stood still meanwhile."""
-        return await pause(seconds) and (fence.is_open() or await fence.cleared(pause))
+        return await pause(seconds) and await fence.cleared(pause)
 
     recorder = Recorder(
         app.producer._ensure_producer,

@@ -88,7 +88,7 @@ class WorkerProcess:
 
     def freeze(self, seconds: float) -> None:
         """Pause the worker's process group (SIGSTOP) for ``seconds``, then let it go on
-        (SIGCONT): a frozen VM, or a worker held in a debugger."""
+        (SIGCONT): a frozen container, or a worker held in a debugger."""
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError("the worker is not running")
         os.killpg(self.proc.pid, signal.SIGSTOP)
