@@ -40,6 +40,8 @@ def test_a_mailbox_or_a_bare_address_is_accepted(value: str) -> None:
         ("PREAVISO_SMTP_PIPELINING", "sometimes", "valid boolean"),
         ("PREAVISO_SMTP_DATA_TIMEOUT", "0", "greater than 0"),
         ("PREAVISO_SMTP_DATA_TIMEOUT", "ten minutes", "valid number"),
+        ("PREAVISO_COMPOSE_NICE", "20", "less than or equal to 19"),
+        ("PREAVISO_COMPOSE_NICE", "-5", "greater than or equal to 0"),
     ],
 )
 def test_a_bad_delivery_setting_stops_the_worker_at_start_naming_it(
