@@ -25,13 +25,21 @@ from bench.directory import Directory, wire_record
 from bench.plan import Plan
 from bench.profile import top
 from bench.stack import Stack
+from preaviso.audience import Candidate, policy_impacts
 from preaviso.devtools.dataset import policy_for_everyone
 from preaviso.devtools.observe import read_raw
 from preaviso.mail import make_message_id, sender_address
-from preaviso.schemas.events import OwnershipRecorded, ProductDiscontinued
-from preaviso.schemas.records import notice_id_for
+from preaviso.render import Renderer
+from preaviso.schemas.events import (
+    CustomerUpserted,
+    OwnershipRecorded,
+    PolicyChanged,
+    ProductDiscontinued,
+)
+from preaviso.schemas.records import Impact, notice_id_for
 from preaviso.streams import lag
 from preaviso.streams import topics as t
+from preaviso.streams.codecs import decode
 
 
 @dataclass
@@ -237,16 +245,41 @@ def _catcher_rate(out: Path, mails: Sequence[baselines.Mail], c: int) -> float:
     return len(mails) / seconds
 
 
-def naive(stack: Stack, plan: Plan, directory: Directory, result: RunResult) -> None:
+def naive(stack: Stack, plan: Plan, directory: Directory, result: RunResult, run: int) -> None:
     """The naive script's mails/s (an EmailMessage and a new connection per customer), and
-    the CPU a mail it and the sink spend: what 8x its rate would ask of the machine."""
+    the CPU a mail it and the sink spend: what 8x its rate would ask of the machine. Its
+    mails carry what the notices carry; the old placeholder mails are timed beside them."""
     people = directory.customers[: plan.naive_mails]
     host, port = stack.sink.host, stack.sink.port
     sender = stack.settings.mail_from
+    event = policy_for_everyone(f"bench{run}-naive")
+    mails = notice_contents(stack.settings.company_name, people, event)
     result.figures["naive"], _, spent = _sender_rate(
-        stack, lambda: baselines.naive(host, port, people, sender), len(people), "script"
+        stack, lambda: baselines.naive(host, port, mails, sender), len(people), "script"
     )
     result.figures |= {f"cpu.naive.{name}": us for name, us in spent.items()}
+    placeholders = baselines.placeholder_mails(people)
+    result.figures["naive.placeholder"], _, _ = _sender_rate(
+        stack, lambda: baselines.naive(host, port, placeholders, sender), len(people), "script"
+    )
+
+
+def notice_contents(
+    company_name: str, people: Sequence[CustomerUpserted], event: PolicyChanged
+) -> list[baselines.NaiveMail]:
+    """Each customer's notice of ``event`` as the worker words it (subject, text, HTML),
+    rendered before the script is timed, as the bare sender's bytes are built before it."""
+    candidates = [Candidate(p.customer_id, p.region, 0) for p in people]
+    impacts = {
+        i.customer_id: i
+        for i in (decode(Impact, r.value) for r in policy_impacts(event, candidates, 0))
+    }
+    renderer = Renderer(company_name)
+    mails = []
+    for person in people:
+        notice = renderer.render(impacts[person.customer_id], person)
+        mails.append((person.name, str(person.email), notice.subject, notice.text, notice.html))
+    return mails
 
 
 def latency(stack: Stack, plan: Plan, directory: Directory, result: RunResult, run: int) -> None:

@@ -49,7 +49,7 @@ def one_run(
             say(_brief(result, f"cpu.c{c}.") + " (µs of CPU a mail; ceiling: mails/s)")
         naive = min(plan.naive_mails, len(directory.customers))
         say(f"run {run}: naive script ({naive:,} mails)")
-        phases.naive(stack, plan, directory, result)
+        phases.naive(stack, plan, directory, result, run)
         say(f"run {run}: latency ({plan.probes} small events)")
         phases.latency(stack, plan, directory, result, run)
         say(_brief(result, "latency."))
