@@ -47,6 +47,7 @@ from preaviso.mail import (
     TransportError,
     sender_address,
 )
+from preaviso.mail.transport import sends_at_once
 from preaviso.schemas.records import DeliveryReceipt, DeliveryStatus, Notice, ParkedNotice
 from preaviso.settings import Settings
 from preaviso.streams import topics as t
@@ -82,19 +83,23 @@ it the connections alone keep enough mails in the window."""
 
 
 def unrecorded_window(settings: Settings) -> int:
-    """``PREAVISO_SMTP_UNRECORDED_MAX``, or by default six a connection, at most 24,
-    never fewer than the connections."""
+    """``PREAVISO_SMTP_UNRECORDED_MAX``, or by default six a connection, at most 24, less
+    the second mail overlapping connections carry, never fewer than the connections: the
+    overlap does not widen a crash's bound (seven a connection up to 12 connections)."""
     if settings.smtp_unrecorded_max is not None:
         return settings.smtp_unrecorded_max
     connections = settings.smtp_connections
-    return max(connections, min(RECORDING_PER_CONNECTION * connections, RECORDING_CAP))
+    overlap = sends_at_once(settings) - connections
+    default = min(RECORDING_PER_CONNECTION * connections, RECORDING_CAP) - overlap
+    return max(connections, default)
 
 
 def resend_bound(settings: Settings) -> int:
-    """Most mails one crash can send again: those in flight on the connections, and those
-    answered whose ledger entry is not in Kafka yet (``receipts.Recorder``), as many as
-    ``unrecorded_window``. deliver-retry's mails take their place in the same window."""
-    return settings.smtp_connections + unrecorded_window(settings)
+    """Most mails one crash can send again: those in flight on the connections (two a
+    connection when its server lets them overlap), and those answered whose ledger entry
+    is not in Kafka yet (``receipts.Recorder``), as many as ``unrecorded_window``.
+    deliver-retry's mails take their place in the same window."""
+    return sends_at_once(settings) + unrecorded_window(settings)
 
 
 class Interrupted(Exception):
@@ -300,12 +305,13 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
                     stopping = "the worker stops while a sent mail waits to be recorded"
                     raise Interrupted(stopping) from exc
 
-    slots = asyncio.Semaphore(settings.smtp_connections)
+    slots = asyncio.Semaphore(sends_at_once(settings))
     bound = resend_bound(settings)
     unrecorded = asyncio.Semaphore(bound)
 
     def deliver(outbox: Outbox) -> EventHandler:
-        """Up to ``PREAVISO_SMTP_CONNECTIONS`` notices in flight, each on its own connection.
+        """Up to ``sends_at_once`` notices in flight: one a connection, or two when its
+        server lets mails overlap (``mail/smtp_client.py``).
 
         The loop goes on to the next notice while one is sent; a notice is released
         (and its offset may be committed) once it and every notice before it on its
@@ -384,10 +390,11 @@ def register(pipe: Pipeline, transport: Transport | None = None) -> None:
         async def on_start(self) -> None:
             fence.start()
             log.info(
-                "mails sent over %d SMTP connection(s), %d answered at most awaiting their "
-                "receipt: a crash re-sends at most %d",
+                "mails sent over %d SMTP connection(s), %d at once at most, %d answered at "
+                "most awaiting their receipt: a crash re-sends at most %d",
                 settings.smtp_connections,
-                bound - settings.smtp_connections,
+                sends_at_once(settings),
+                unrecorded_window(settings),
                 bound,
             )
 

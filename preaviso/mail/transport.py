@@ -29,13 +29,20 @@ from preaviso.mail.errors import (
     TransportError,
 )
 from preaviso.mail.message import _check_address
-from preaviso.mail.smtp_client import Client, canonical
+from preaviso.mail.smtp_client import OVERLAP, Client, canonical
 from preaviso.settings import SmtpTls
 
 if TYPE_CHECKING:
     from preaviso.settings import Settings
 
-__all__ = ["ClosingContext", "SmtpReply", "SmtpTransport", "Transport", "check_envelope"]
+__all__ = [
+    "ClosingContext",
+    "SmtpReply",
+    "SmtpTransport",
+    "Transport",
+    "check_envelope",
+    "sends_at_once",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,9 @@ class SmtpTransport(ClosingContext):
         self.opened = 0
         """Connections opened so far: a sign of pool health (it should stay small)."""
         self._closed = False
+        self._turns = connections
+        """Turns at the pool's connections: one each, ``OVERLAP`` each once its server
+        lets mails overlap (PIPELINING and CHUNKING)."""
         # LIFO: the most recently used connection (surely still open) goes out first, and
         # under light load the spare connections are never opened at all.
         self._idle: asyncio.LifoQueue[Client] = asyncio.LifoQueue()
@@ -216,8 +226,11 @@ class SmtpTransport(ClosingContext):
         if self._closed:
             return
         self._closed = True
-        clients = [await self._idle.get() for _ in range(self.connections)]
-        await asyncio.gather(*(self._quit(client) for client in clients))
+        clients: dict[int, Client] = {}
+        for _ in range(self._turns):
+            client = await self._idle.get()
+            clients[id(client)] = client
+        await asyncio.gather(*(self._quit(client) for client in clients.values()))
 
     # -- internals -----------------------------------------------------------------------
 
@@ -248,22 +261,47 @@ class SmtpTransport(ClosingContext):
     async def _send_on(
         self, client: Client, sender: str, recipients: list[str], message: bytes
     ) -> SmtpReply:
-        reused = client.is_connected
-        if not reused:
-            await self._connect(client)
+        reused = await self._ready(client)
         try:
-            return await self._transaction(client, sender, recipients, message)
+            return await self._take_turn(client, sender, recipients, message)
         except ConnectionError as exc:
             client.close()
             if client.message_sent or not reused:
                 raise self._lost(client, exc) from exc
         # A reused connection went stale between sends: one fresh try, then give up.
-        await self._connect(client)
+        await self._ready(client)
         try:
-            return await self._transaction(client, sender, recipients, message)
+            return await self._take_turn(client, sender, recipients, message)
         except ConnectionError as exc:
             client.close()
             raise self._lost(client, exc) from exc
+
+    async def _ready(self, client: Client) -> bool:
+        """Open ``client`` unless it is; one opening, whoever else holds a turn at it.
+        True if it was open already."""
+        if client.is_connected:
+            return True
+        async with client.turn:
+            if client.is_connected:  # another mail's turn opened it meanwhile
+                return True
+            await self._connect(client)
+        return False
+
+    async def _take_turn(
+        self, client: Client, sender: str, recipients: list[str], message: bytes
+    ) -> SmtpReply:
+        """One mail: alongside the others on the connection once its server lets mails
+        overlap, alone before (the first one on a new connection says EHLO)."""
+        if client.overlapping:
+            return await self._transaction(client, sender, recipients, message)
+        async with client.turn:
+            reply = await self._transaction(client, sender, recipients, message)
+        if client.overlapping and not client.shared and not self._closed:
+            client.shared = True  # from now on it takes OVERLAP mails at once
+            for _ in range(OVERLAP - 1):
+                self._idle.put_nowait(client)
+            self._turns += OVERLAP - 1
+        return reply
 
     async def _transaction(
         self, client: Client, sender: str, recipients: list[str], message: bytes
@@ -364,3 +402,9 @@ class SmtpTransport(ClosingContext):
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.quit(timeout=min(self.timeout, 5.0))
         client.close()
+
+
+def sends_at_once(settings: Settings) -> int:
+    """Mails in flight over the pool at most: ``OVERLAP`` a connection with pipelining on
+    (whether the server lets mails overlap is known only once it answered EHLO)."""
+    return settings.smtp_connections * (OVERLAP if settings.smtp_pipelining else 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,12 +110,16 @@ class RawServer:
     ``command_reads`` lists the commands each read held. ``strict`` answers a mail's
     commands only once the whole group has come (MAIL to DATA, or to a BDAT and its
     chunk): a client that waits for MAIL's reply before it sends RCPT gets no answer.
+    ``in_pairs`` answers chunked mails two at a time: a client that waits for one
+    mail's answer before it sends the next gets none. Like Postfix, it refuses a MAIL
+    while a transaction is open (one not ended by RSET or an accepted last chunk).
     The other options misbehave.
     """
 
     offer_pipelining: bool = True
     offer_chunking: bool = False
     strict: bool = False
+    in_pairs: bool = False
     rcpt_reply: bytes = b"250 2.1.5 Ok\r\n"
     data_reply: bytes = b"354 Go ahead\r\n"
     bdat_reply: bytes = b"250 2.0.0 Ok: queued\r\n"
@@ -124,21 +129,32 @@ class RawServer:
     """Never answer a group."""
     drop_on_group: bool = False
     """Close the connection once a group has come, without answering."""
+    drop_on_chunk: bool = False
+    """Once: answer a chunked mail's commands, not its chunk, and close the connection a
+    moment later, recording what else came meanwhile."""
     garbled: bool = False
     """Answer a group with a line that is not an SMTP reply."""
     port: int = 0
+    _open: bool = False  # a MAIL not yet ended
+    _recipients: int = 0  # recipients accepted in the open transaction
     command_reads: list[list[bytes]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 raw ESMTP\r\n")
-        pending = b""
+        pending, held, mails_held = b"", b"", 0
+        self._open, self._recipients = False, 0
         while chunk := await reader.read(65536):
             pending += chunk
-            if self.strict and pending.startswith(b"MAIL") and not _whole_group(pending):
+            if self.strict and pending.startswith((b"MAIL", b"RSET")) and not _whole_group(pending):
                 continue  # the rest of the group is still to come
             verbs, out, pending = await self._commands(pending, reader)
             self.command_reads.append(verbs)
+            if self.in_pairs and b"BDAT" in verbs:
+                held, mails_held = held + out, mails_held + verbs.count(b"BDAT")
+                if mails_held < 2:
+                    continue  # this mail's answer waits for the next mail
+                out, held, mails_held = held, b"", 0
             if b"MAIL" in verbs and self.garbled:
                 writer.write(b"hello there\r\n")
                 continue
@@ -147,9 +163,19 @@ class RawServer:
                     writer.close()
                     return
                 continue
+            if self.drop_on_chunk and b"BDAT" in verbs:
+                self.drop_on_chunk = False
+                await asyncio.sleep(0.2)  # what the client sends meanwhile waits unread
+                with suppress(TimeoutError):
+                    pending += await asyncio.wait_for(reader.read(65536), 0.2)
+                self.command_reads.append(_verbs(pending))
+                writer.write(out)
+                writer.close()
+                return
             await self._send(writer, out)
             if b"DATA" in verbs and self.data_reply.startswith(b"354"):
                 body, pending = await _read_until_end(pending, reader)
+                self._open = False  # DATA ends the transaction, taken or not
                 if body == b".\r\n":  # an empty message: nobody to send it to
                     writer.write(b"554 5.5.1 No valid recipients\r\n")
                     continue
@@ -175,12 +201,25 @@ class RawServer:
                 while len(pending) < size:
                     pending += await _more(reader)
                 body, pending = pending[:size], pending[size:]
-                if not self.rcpt_reply.startswith(b"250"):
+                if self.drop_on_chunk:
+                    return verbs, out, pending  # its answer, and any other, never comes
+                if not self._recipients:
                     out += b"554 5.5.1 No valid recipients\r\n"
                 else:
                     out += self.bdat_reply
                     if self.bdat_reply.startswith(b"250"):
                         self.messages.append(body)
+                        self._open = False
+                continue
+            if verb == b"MAIL" and self._open:
+                out += b"503 5.5.1 Error: nested MAIL command\r\n"
+                continue
+            if verb in (b"MAIL", b"RSET"):
+                self._open, self._recipients = verb == b"MAIL", 0
+            if verb == b"RCPT":
+                reply = b"451 4.3.0 Try again later\r\n" if b"busy" in line else self.rcpt_reply
+                self._recipients += reply.startswith(b"250")
+                out += reply
                 continue
             out += self._reply(verb)
             if verb == b"DATA":
@@ -209,6 +248,12 @@ class RawServer:
             writer.write(out[i : i + 1])
             await writer.drain()
             await asyncio.sleep(0)
+
+
+def _verbs(pending: bytes) -> list[bytes]:
+    """The mail commands in ``pending``: its lines that begin with one (a chunk's don't)."""
+    lines = (line[:4] for line in pending.split(b"\r\n"))
+    return [verb for verb in lines if verb in (b"RSET", b"MAIL", b"RCPT", b"BDAT")]
 
 
 def _whole_group(pending: bytes) -> bool:

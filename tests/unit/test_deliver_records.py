@@ -160,14 +160,14 @@ async def test_a_stop_that_cannot_record_a_sent_mail_gives_it_back_uncommitted(
 
 
 @pytest.mark.parametrize(
-    ("window", "sent_unrecorded"), [(None, 14), (7, 9)], ids=["default-window", "window-of-7"]
+    ("window", "sent_unrecorded"), [(None, 14), (7, 11)], ids=["default-window", "window-of-7"]
 )
 async def test_no_more_mails_go_out_unrecorded_than_a_crash_may_send_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int | None, sent_unrecorded: int
 ) -> None:
-    """The resend bound: 2 connections in flight, and the window (by default 6 a
-    connection) answered while Kafka holds their receipts back. Past that, deliver
-    waits: a crash now re-sends at most 2 + the window mails."""
+    """The resend bound: 2 connections, two mails in flight on each, and the window (by
+    default 6 a connection less that overlap) answered while Kafka holds their receipts
+    back. Past that, deliver waits: a crash now re-sends at most 4 + the window mails."""
     ACKED.clear()
     settings = SETTINGS.model_copy(update={"smtp_unrecorded_max": window})
     worker = Deliver(tmp_path, monkeypatch, settings)
@@ -212,15 +212,25 @@ async def test_a_run_cut_off_while_its_mails_are_recorded_keeps_their_place_in_t
     assert all(worker.recorded(f"n{n}") for n in [*range(bound), *range(20, 40)])
 
 
+CONNECTIONS = (1, 2, 3, 4, 5, 8, 12, 16, 24, 32)
+
+
 def test_the_resend_bound_is_seven_a_connection_within_24_more_and_twice_them() -> None:
-    connections = (1, 2, 3, 4, 5, 8, 12, 16, 24, 32)
-    bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in connections]
-    assert bounds == [7, 14, 21, 28, 29, 32, 36, 40, 48, 64]
+    """Without pipelining: one mail in flight a connection, six answered ones each."""
+    plain = [Settings(smtp_connections=c, smtp_pipelining=False) for c in CONNECTIONS]
+    assert [deliver.resend_bound(s) for s in plain] == [7, 14, 21, 28, 29, 32, 36, 40, 48, 64]
+
+
+def test_overlapping_mails_leave_the_bound_as_it_was_up_to_12_connections() -> None:
+    """Two mails in flight a connection (the default), one answered one less each: the
+    same bound, until the window reaches its floor of one a connection."""
+    bounds = [deliver.resend_bound(Settings(smtp_connections=c)) for c in CONNECTIONS]
+    assert bounds == [7, 14, 21, 28, 29, 32, 36, 48, 72, 96]
 
 
 def test_the_unrecorded_window_set_replaces_the_default_in_the_bound() -> None:
     windows = [Settings(smtp_connections=c, smtp_unrecorded_max=12) for c in (1, 4, 16)]
-    assert [deliver.resend_bound(w) for w in windows] == [13, 16, 28]
+    assert [deliver.resend_bound(w) for w in windows] == [14, 20, 44]
 
 
 async def test_a_mail_whose_recording_fails_is_recorded_again_never_sent_again(

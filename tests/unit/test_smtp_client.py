@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from aiosmtplib.protocol import PERIOD_REGEX
 
 from preaviso.mail import (
     SmtpPermanentError,
+    SmtpReply,
+    SmtpTemporaryError,
     SmtpTimeoutError,
     SmtpTransport,
     SmtpUnconfirmedError,
@@ -259,7 +262,7 @@ async def test_with_chunking_too_the_message_goes_in_the_same_write_undotted(
             reply = await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
     assert reply.code == 250
-    assert raw.command_reads[1:] == [[b"MAIL", b"RCPT", b"BDAT"]] * 2 + [[b"QUIT"]]
+    assert raw.command_reads[1:] == [[b"RSET", b"MAIL", b"RCPT", b"BDAT"]] * 2 + [[b"QUIT"]]
     assert raw.messages == [MESSAGE] * 2  # the exact bytes: a chunk is not dot-stuffed
 
 
@@ -281,8 +284,8 @@ async def test_a_chunk_for_nobody_is_refused_and_the_connection_goes_on(raw: Raw
         await transport.send(SENDER, ["jose@example.com"], MESSAGE)
 
     assert (refused.value.code, refused.value.command) == (550, "RCPT")
-    assert raw.messages == [MESSAGE]
-    assert [b"RSET"] in raw.command_reads
+    assert raw.messages == [MESSAGE]  # the server ends no transaction at a refused chunk:
+    assert raw.command_reads[-2][0] == b"RSET"  # the next mail's group does
 
 
 async def test_a_refused_chunk_is_a_refused_message(raw: RawServer) -> None:
@@ -294,3 +297,92 @@ async def test_a_refused_chunk_is_a_refused_message(raw: RawServer) -> None:
 
     assert (refused.value.code, refused.value.command) == (552, "DATA")
     assert raw.messages == []
+
+
+# -- Overlapping mails: the next one goes before the last one is answered ----------------
+
+
+async def _first_mail_alone(transport: SmtpTransport) -> None:
+    """A new connection's first mail goes alone: its EHLO says whether mails may overlap."""
+    await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+
+async def test_a_connection_takes_the_next_mail_before_the_last_one_is_answered(
+    raw: RawServer,
+) -> None:
+    raw.offer_chunking = True
+    async with raw_transport(raw, connections=1) as transport:
+        await _first_mail_alone(transport)
+        raw.in_pairs = True  # no answer to a mail before the next one has come
+        replies = await asyncio.gather(
+            *(transport.send(SENDER, [f"{n}@example.com"], MESSAGE) for n in ("ana", "jose"))
+        )
+
+    assert [reply.code for reply in replies] == [250, 250]
+    assert raw.messages == [MESSAGE] * 3
+    assert transport.opened == 1
+    assert [verb for read in raw.command_reads[2:-1] for verb in read] == [
+        b"RSET",
+        b"MAIL",
+        b"RCPT",
+        b"BDAT",
+    ] * 2
+
+
+async def test_a_mail_refused_for_now_leaves_the_one_behind_it_unharmed(raw: RawServer) -> None:
+    """The server refuses a MAIL while a transaction is open, and a refused chunk ends
+    none: each overlapping mail's RSET makes it independent of the one before it."""
+    raw.offer_chunking = True
+    async with raw_transport(raw, connections=1) as transport:
+        await _first_mail_alone(transport)
+        raw.in_pairs = True
+        refused, taken = await asyncio.gather(
+            transport.send(SENDER, ["busy@example.com"], MESSAGE),
+            transport.send(SENDER, ["jose@example.com"], MESSAGE),
+            return_exceptions=True,
+        )
+
+    assert isinstance(refused, SmtpTemporaryError), refused
+    assert (refused.code, refused.command) == (451, "RCPT")
+    assert isinstance(taken, SmtpReply), taken
+    assert taken.code == 250
+    assert raw.messages == [MESSAGE] * 2
+    assert transport.opened == 1
+
+
+async def test_a_connection_lost_under_two_mails_leaves_only_the_answered_one_unconfirmed(
+    raw: RawServer,
+) -> None:
+    """The server answered the first mail's commands, then went away: that chunk may have
+    been kept (unconfirmed, never sent again here). The mail behind it was written but
+    never reached: it goes again on a new connection."""
+    raw.offer_chunking = True
+    async with raw_transport(raw, connections=1) as transport:
+        await _first_mail_alone(transport)
+        raw.drop_on_chunk = True
+        first, second = await asyncio.gather(
+            *(transport.send(SENDER, [f"{n}@example.com"], MESSAGE) for n in ("ana", "jose")),
+            return_exceptions=True,
+        )
+
+    assert isinstance(first, SmtpUnconfirmedError), first
+    assert isinstance(second, SmtpReply), second
+    assert second.code == 250
+    assert raw.command_reads[2:4] == [[b"RSET", b"MAIL", b"RCPT", b"BDAT"]] * 2  # it overlapped
+    assert raw.messages == [MESSAGE] * 2  # the first alone, then the second again
+    assert transport.opened == 2
+
+
+async def test_without_chunking_mails_take_a_connection_one_after_the_other(
+    raw: RawServer,
+) -> None:
+    """A DATA message ends only at its lone dot: a mail pipelined behind it would be
+    read as its text. So the pool never lets two mails share such a connection."""
+    raw.strict = True
+    async with raw_transport(raw, connections=1) as transport:
+        await asyncio.gather(
+            *(transport.send(SENDER, ["jose@example.com"], MESSAGE) for _ in range(3))
+        )
+
+    assert raw.command_reads[1:] == [[b"MAIL", b"RCPT", b"DATA"]] * 3 + [[b"QUIT"]]
+    assert raw.messages == [dot_stuffed(MESSAGE) + b".\r\n"] * 3
