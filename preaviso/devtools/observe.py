@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -21,18 +21,32 @@ from preaviso.streams import lag
 from preaviso.streams import topics as t
 from preaviso.streams.kafka import client_options, connect_admin, partition_ids
 
+if TYPE_CHECKING:
+    from preaviso.devtools.sink import SinkControl
+
 CONSUMED_TOPICS = tuple(s for s in t.ALL_TOPICS if s not in (t.RECEIPTS, t.DEAD_LETTERS))
 """Every topic the worker group reads: its lag must return to zero after each fault."""
 
 __all__ = [
     "CONSUMED_TOPICS",
+    "Arrivals",
     "Located",
     "MailBox",
+    "SinkBox",
     "committed_offsets",
     "partition_lag",
     "read_raw",
     "read_records",
 ]
+
+
+class Arrivals(Protocol):
+    """The mails an SMTP server took, per Message-ID, and when."""
+
+    def scan(self) -> None: ...
+    def counts(self) -> Counter[str]: ...
+    def first_after(self, wall: float, among: Iterable[str]) -> float | None: ...
+    def last_arrival(self, among: Iterable[str]) -> float | None: ...
 
 
 class MailBox:
@@ -66,6 +80,30 @@ class MailBox:
     def last_arrival(self, among: Iterable[str]) -> float | None:
         wanted = set(among)
         return max((m for i, m in self._files.values() if i in wanted), default=None)
+
+
+class SinkBox:
+    """The sink's counts (``devtools/sink.py``, which offers CHUNKING as the catcher
+    cannot), read over its control port; times are each Message-ID's first arrival."""
+
+    def __init__(self, control: SinkControl) -> None:
+        self.control = control
+        self._counts: Counter[str] = Counter()
+        self._first: dict[str, float] = {}
+
+    def scan(self) -> None:
+        answer = self.control.ask("IDS")
+        self._counts, self._first = Counter(answer["counts"]), answer["first_seen"]
+
+    def counts(self) -> Counter[str]:
+        return self._counts
+
+    def first_after(self, wall: float, among: Iterable[str]) -> float | None:
+        times = [self._first[m] for m in among if self._first.get(m, 0) > wall]
+        return min(times, default=None)
+
+    def last_arrival(self, among: Iterable[str]) -> float | None:
+        return max((self._first[m] for m in among if m in self._first), default=None)
 
 
 Located = tuple[int, int, dict[str, Any]]  # partition, offset, the decoded record

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preaviso.agents.deliver import resend_bound
-from preaviso.devtools.observe import MailBox, partition_lag
+from preaviso.devtools.observe import Arrivals, MailBox, partition_lag
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.publish import publish
 from preaviso.schemas.events import UpstreamEvent
@@ -32,10 +32,11 @@ class _Slot:
 class Rig:
     """Named worker processes (same settings, same group, each its own data dir)."""
 
-    def __init__(self, settings: Settings, root: Path, mail_dir: Path) -> None:
+    def __init__(self, settings: Settings, root: Path, mail: Path | Arrivals) -> None:
+        """``mail``: the catcher's directory, or what another server took."""
         self.settings = settings
         self.root = root
-        self.mail = MailBox(mail_dir)
+        self.mail = MailBox(mail) if isinstance(mail, Path) else mail
         self.owed: dict[str, str] = {}  # every Message-ID any cycle expected -> customer_id
         self.faults = 0  # kills, graceful stops and freezes so far
         self.dead_letters_seen = 0

@@ -54,6 +54,8 @@ class Tally:
     """What the sink accepted since the last reset."""
 
     accepted: int = 0
+    overlapped: int = 0
+    """Mails whose connection brought the next mail before they were answered."""
     first: float | None = None
     last: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
@@ -78,13 +80,14 @@ class Tally:
     def stats(self) -> dict[str, Any]:
         return {
             "accepted": self.accepted,
+            "overlapped": self.overlapped,
             "distinct": len(self.counts),
             "first": self.first,
             "last": self.last,
         }
 
     def reset(self) -> None:
-        self.accepted, self.first, self.last = 0, None, None
+        self.accepted, self.overlapped, self.first, self.last = 0, 0, None, None
         self.counts.clear()
         self.first_seen.clear()
 
@@ -181,6 +184,8 @@ class SmtpSink(asyncio.Protocol):
         if self.last_chunk:
             self.tally.accept(bytes(self.message))
             self.message.clear()
+            if self.buffer:  # answers go at the end of the read: the next mail came first
+                self.tally.overlapped += 1
         self.replies.append(_OK)
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from preaviso.devtools.catcher import CatcherProcess
+from preaviso.devtools.observe import SinkBox
 from preaviso.devtools.rig import Rig
+from preaviso.devtools.sink import SinkProcess
 from preaviso.devtools.worker import WorkerProcess
 from preaviso.settings import Settings
 
@@ -64,25 +66,55 @@ def stack(
         s.stop_worker()
 
 
+def rig_settings(
+    kafka_bootstrap: str, topic_prefix: str, smtp: CatcherProcess, tmp: Path
+) -> Settings:
+    """Fault tests' workers: 4 partitions, the session's broker, the given SMTP server."""
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=4,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        data_dir=tmp / "data",
+        connect_timeout=5,
+    )
+
+
 @pytest.fixture
 def rig(
     kafka_bootstrap: str, topic_prefix: str, catcher: CatcherProcess, tmp_path: Path
 ) -> Iterator[Rig]:
     """Named worker processes with 4 partitions, for fault tests."""
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        partitions=4,
-        smtp_host=catcher.host,
-        smtp_port=catcher.port,
-        data_dir=tmp_path / "data",
-        connect_timeout=5,
-    )
+    settings = rig_settings(kafka_bootstrap, topic_prefix, catcher, tmp_path)
     rig = Rig(settings, tmp_path, catcher.out_dir)
     try:
         yield rig
     finally:
         rig.close()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[SinkProcess]:
+    """The SMTP sink (``devtools/sink.py``): unlike the catcher it offers CHUNKING, so the
+    worker's connections carry two mails at once, as with Postfix 3.4+ and the big relays."""
+    with SinkProcess(tmp_path / "sink") as process:
+        yield process
+
+
+@pytest.fixture
+def sink_rig(
+    kafka_bootstrap: str, topic_prefix: str, sink: SinkProcess, tmp_path: Path
+) -> Iterator[Rig]:
+    """``rig``, against the sink; ``rig.mail.control`` asks it."""
+    settings = rig_settings(kafka_bootstrap, topic_prefix, sink, tmp_path)
+    control = sink.control()
+    rig = Rig(settings, tmp_path, SinkBox(control))
+    try:
+        yield rig
+    finally:
+        rig.close()
+        control.close()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from preaviso.devtools import dataset
 from preaviso.devtools.chaos import CycleReport, Step, run_chaos, run_cycle
 from preaviso.devtools.dataset import policy_for_everyone
+from preaviso.devtools.observe import SinkBox
 from preaviso.devtools.rig import Rig
 from preaviso.schemas.events import CustomerUpserted, OwnershipRecorded, UpstreamEvent
 from tests import oracle
@@ -102,6 +103,23 @@ def test_kill_9_and_restart_with_the_same_data_dir_loses_no_notice(rig: Rig, see
     )
 
     assert_nothing_lost_nothing_stuck(rig, report, seed)
+
+
+def test_kill_9_while_each_connection_carries_two_mails_loses_no_notice(
+    sink_rig: Rig, seed: int
+) -> None:
+    """Against a server offering CHUNKING (the sink), mails overlap on each connection;
+    a kill mid-send still re-sends no more than ``resend_bound``, the same as without."""
+    start_with_directory(sink_rig, "a")
+    at = about(0.3, seed)
+
+    report = deliver_with_faults(
+        sink_rig, "kill -9, mails overlapping", [Step(at, "kill", "a"), Step(at, "start", "a")]
+    )
+
+    assert_nothing_lost_nothing_stuck(sink_rig, report, seed)
+    assert isinstance(sink_rig.mail, SinkBox)
+    assert sink_rig.mail.control.stats()["overlapped"] > 0, "no mail overlapped another"
 
 
 def test_kill_9_and_restart_with_an_empty_data_dir_loses_no_notice(rig: Rig, seed: int) -> None:
