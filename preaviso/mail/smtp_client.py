@@ -97,6 +97,8 @@ class Client(aiosmtplib.SMTP):
         """Held to open the connection, and for a whole mail while mails may not overlap."""
         self.shared = False
         """True once the pool lets ``OVERLAP`` mails take this connection at once."""
+        self.opened_as: object | None = None
+        """The protocol of the connection the pool last finished opening."""
         self.data_timeout = data_timeout
         """Seconds for the reply once the whole message is sent (None: the command timeout)."""
         self.message_sent = False
@@ -104,6 +106,11 @@ class Client(aiosmtplib.SMTP):
         dropped connection leaves unknown whether the server kept it. With overlapping
         mails, each one's ``_group`` sets it as it ends, and its caller reads it before
         any ``await``: no other mail's outcome can come in between."""
+
+    @property
+    def ready(self) -> bool:
+        """Open, and through its greeting, STARTTLS and AUTH (the pool's ``_connect``)."""
+        return self.is_connected and self.protocol is self.opened_as
 
     @property
     def overlapping(self) -> bool:
@@ -239,10 +246,13 @@ class Client(aiosmtplib.SMTP):
         if not isinstance(pipe, _Pipe):
             pipe = _Pipe(protocol)
             transport.set_protocol(pipe)
+        ahead = pipe.unanswered()
         replies = pipe.expect(len(commands))
         before_chunk = len(commands) - 1  # all but the last: they answer at once
         try:
             transport.write(b"\r\n".join(commands) + b"\r\n" + chunk)
+            if ahead is not None:  # its answers come first: this group's time starts after
+                await asyncio.wait((ahead,))
             if chunk and self._reply_timeout(True) != self.timeout:
                 await asyncio.wait_for(replies.reached(before_chunk), self.timeout)
             await asyncio.wait_for(replies.done, self._reply_timeout(bool(chunk)))
@@ -255,8 +265,10 @@ class Client(aiosmtplib.SMTP):
         finally:
             if pipe.idle and transport.get_protocol() is pipe:
                 transport.set_protocol(protocol)
-            # The chunk is in the server's hands once it answered what came before it.
-            self.message_sent = bool(chunk) and len(replies.replies) >= before_chunk
+            # The chunk is in the server's hands once it answered what came before it,
+            # or once it went behind another mail: the server reads on past that one.
+            answered = len(replies.replies) >= before_chunk
+            self.message_sent = bool(chunk) and (ahead is not None or answered)
         return replies.replies
 
     def _reply_timeout(self, after_message: bool) -> float | None:
@@ -293,6 +305,7 @@ class _Replies:
     def fail(self, exc: Exception) -> None:
         if not self.done.done():
             self.done.set_exception(exc)
+            self.done.exception()  # retrieved: a group waiting for ``reached`` raises that
         if self._reached is not None and not self._reached.done():
             self._reached.set_exception(exc)
             self._reached.exception()  # retrieved: it is awaited only with a data timeout
@@ -314,6 +327,10 @@ class _Pipe(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return not self._waiting
+
+    def unanswered(self) -> asyncio.Future[None] | None:
+        """The last group written and not yet answered: the next one's answers follow it."""
+        return self._waiting[-1].done if self._waiting else None
 
     def expect(self, count: int) -> _Replies:
         replies = _Replies(count)

@@ -278,30 +278,34 @@ class SmtpTransport(ClosingContext):
 
     async def _ready(self, client: Client) -> bool:
         """Open ``client`` unless it is; one opening, whoever else holds a turn at it.
-        True if it was open already."""
-        if client.is_connected:
+        True if it was open already. Open means ``_connect`` returned: aiosmtplib counts
+        a connection as open before its greeting, STARTTLS and AUTH are through."""
+        if client.ready:
             return True
         async with client.turn:
-            if client.is_connected:  # another mail's turn opened it meanwhile
+            if client.ready:  # another mail's turn opened it meanwhile
                 return True
             await self._connect(client)
+            client.opened_as = client.protocol
         return False
 
     async def _take_turn(
         self, client: Client, sender: str, recipients: list[str], message: bytes
     ) -> SmtpReply:
         """One mail: alongside the others on the connection once its server lets mails
-        overlap, alone before (the first one on a new connection says EHLO)."""
-        if client.overlapping:
-            return await self._transaction(client, sender, recipients, message)
-        async with client.turn:
-            reply = await self._transaction(client, sender, recipients, message)
-        if client.overlapping and not client.shared and not self._closed:
-            client.shared = True  # from now on it takes OVERLAP mails at once
-            for _ in range(OVERLAP - 1):
-                self._idle.put_nowait(client)
-            self._turns += OVERLAP - 1
-        return reply
+        overlap, alone before (the first one on a new connection says EHLO). A message
+        that is not canonical goes alone too (aiosmtplib's ``sendmail``)."""
+        try:
+            if client.overlapping and canonical(message):
+                return await self._transaction(client, sender, recipients, message)
+            async with client.turn:
+                return await self._transaction(client, sender, recipients, message)
+        finally:  # EHLO was said (by this mail, or at AUTH): the server's answer is known
+            if client.overlapping and not client.shared and not self._closed:
+                client.shared = True  # from now on it takes OVERLAP mails at once
+                for _ in range(OVERLAP - 1):
+                    self._idle.put_nowait(client)
+                self._turns += OVERLAP - 1
 
     async def _transaction(
         self, client: Client, sender: str, recipients: list[str], message: bytes

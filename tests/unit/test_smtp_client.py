@@ -350,27 +350,62 @@ async def test_a_mail_refused_for_now_leaves_the_one_behind_it_unharmed(raw: Raw
     assert transport.opened == 1
 
 
-async def test_a_connection_lost_under_two_mails_leaves_only_the_answered_one_unconfirmed(
+async def test_a_connection_lost_under_two_mails_leaves_both_unconfirmed(
     raw: RawServer,
 ) -> None:
     """The server answered the first mail's commands, then went away: that chunk may have
-    been kept (unconfirmed, never sent again here). The mail behind it was written but
-    never reached: it goes again on a new connection."""
+    been kept. The second went behind it, so the server may have read it too, even
+    answering nothing of it: neither is sent again here (their notices' retries will,
+    counted as possibly sent twice)."""
     raw.offer_chunking = True
     async with raw_transport(raw, connections=1) as transport:
         await _first_mail_alone(transport)
         raw.drop_on_chunk = True
-        first, second = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(transport.send(SENDER, [f"{n}@example.com"], MESSAGE) for n in ("ana", "jose")),
             return_exceptions=True,
         )
 
-    assert isinstance(first, SmtpUnconfirmedError), first
-    assert isinstance(second, SmtpReply), second
-    assert second.code == 250
+    assert [type(o) for o in outcomes] == [SmtpUnconfirmedError] * 2, outcomes
     assert raw.command_reads[2:4] == [[b"RSET", b"MAIL", b"RCPT", b"BDAT"]] * 2  # it overlapped
-    assert raw.messages == [MESSAGE] * 2  # the first alone, then the second again
-    assert transport.opened == 2
+    assert transport.opened == 1
+
+
+async def test_a_mail_behind_one_that_times_out_is_unconfirmed_not_sent_again(
+    raw: RawServer,
+) -> None:
+    """The first mail's answer never comes: it times out, and its connection is closed
+    under the second, whose own time had not even begun (its answers come after the
+    first's). Both went to the server; only the first had no answer to anything."""
+    raw.offer_chunking = True
+    async with SmtpTransport(
+        host="127.0.0.1", port=raw.port, timeout=0.3, connections=1
+    ) as transport:
+        await _first_mail_alone(transport)
+        raw.silent = True
+        outcomes = await asyncio.gather(
+            *(transport.send(SENDER, [f"{n}@example.com"], MESSAGE) for n in ("ana", "jose")),
+            return_exceptions=True,
+        )
+
+    assert [type(o) for o in outcomes] == [SmtpTimeoutError, SmtpUnconfirmedError], outcomes
+    assert transport.opened == 1
+
+
+async def test_a_first_mail_refused_still_lets_the_next_ones_overlap(raw: RawServer) -> None:
+    """Whether mails may overlap is known once EHLO was answered, whatever became of the
+    mail that said it."""
+    raw.offer_chunking = True
+    async with raw_transport(raw, connections=1) as transport:
+        with pytest.raises(SmtpTemporaryError):
+            await transport.send(SENDER, ["busy@example.com"], MESSAGE)
+        raw.in_pairs = True
+        replies = await asyncio.gather(
+            *(transport.send(SENDER, [f"{n}@example.com"], MESSAGE) for n in ("ana", "jose"))
+        )
+
+    assert [reply.code for reply in replies] == [250, 250]
+    assert transport.opened == 1
 
 
 async def test_without_chunking_mails_take_a_connection_one_after_the_other(
