@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.smtp_servers import Server, start_server
+from tests.unit.smtp_servers import RawServer, Server, start_raw_server, start_server
 from tests.unit.stores import STORES, Tables
 
 
@@ -45,3 +45,12 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     for session in handler.sessions:
         if session.transport is not None:
             session.transport.close()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawServer]:
+    """A hand-written SMTP server showing how the client sends (``smtp_servers.RawServer``)."""
+    handler = RawServer()
+    listener = await start_raw_server(handler)
+    yield handler
+    listener.close()

@@ -287,3 +287,8 @@ async def start_raw_server(handler: RawServer) -> asyncio.Server:
     server = await asyncio.start_server(handler.serve, "127.0.0.1", 0)
     handler.port = server.sockets[0].getsockname()[1]
     return server
+
+
+def raw_transport(server: RawServer, **options: Any) -> SmtpTransport:
+    """A transport to ``server``, 2 s for each command."""
+    return SmtpTransport(host="127.0.0.1", port=server.port, timeout=2, **options)
