@@ -85,7 +85,7 @@ it the connections alone keep enough mails in the window."""
 def unrecorded_window(settings: Settings) -> int:
     """``PREAVISO_SMTP_UNRECORDED_MAX``, or by default six a connection, at most 24, less
     the second mail overlapping connections carry, never fewer than the connections: the
-    overlap does not widen a crash's bound (seven a connection up to 12 connections)."""
+    overlap does not widen a crash's bound."""
     if settings.smtp_unrecorded_max is not None:
         return settings.smtp_unrecorded_max
     connections = settings.smtp_connections

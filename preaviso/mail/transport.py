@@ -29,7 +29,7 @@ from preaviso.mail.errors import (
     TransportError,
 )
 from preaviso.mail.message import _check_address
-from preaviso.mail.smtp_client import OVERLAP, Client, canonical
+from preaviso.mail.smtp_client import Client, canonical, overlap
 from preaviso.settings import SmtpTls
 
 if TYPE_CHECKING:
@@ -157,11 +157,13 @@ class SmtpTransport(ClosingContext):
         self.connect_timeout = connect_timeout
         self.local_hostname = local_hostname
         self.pipelining = pipelining
+        self.overlap = overlap(connections, pipelining)
+        """Mails a connection carries at once once its server has shown it may."""
         self.opened = 0
         """Connections opened so far: a sign of pool health (it should stay small)."""
         self._closed = False
         self._turns = connections
-        """Turns at the pool's connections: one each, ``OVERLAP`` each once its server
+        """Turns at the pool's connections: one each, ``overlap`` each once its server
         lets mails overlap (PIPELINING and CHUNKING)."""
         # LIFO: the most recently used connection (surely still open) goes out first, and
         # under light load the spare connections are never opened at all.
@@ -302,10 +304,10 @@ class SmtpTransport(ClosingContext):
                 return await self._transaction(client, sender, recipients, message)
         finally:  # EHLO was said (by this mail, or at AUTH): the server's answer is known
             if client.overlapping and not client.shared and not self._closed:
-                client.shared = True  # from now on it takes OVERLAP mails at once
-                for _ in range(OVERLAP - 1):
+                client.shared = True  # from now on it takes ``overlap`` mails at once
+                for _ in range(self.overlap - 1):
                     self._idle.put_nowait(client)
-                self._turns += OVERLAP - 1
+                self._turns += self.overlap - 1
 
     async def _transaction(
         self, client: Client, sender: str, recipients: list[str], message: bytes
@@ -409,6 +411,7 @@ class SmtpTransport(ClosingContext):
 
 
 def sends_at_once(settings: Settings) -> int:
-    """Mails in flight over the pool at most: ``OVERLAP`` a connection with pipelining on
-    (whether the server lets mails overlap is known only once it answered EHLO)."""
-    return settings.smtp_connections * (OVERLAP if settings.smtp_pipelining else 1)
+    """Mails in flight over the pool at most: two a connection with pipelining on, up to
+    12 connections (whether the server lets them overlap is known only at EHLO)."""
+    connections = settings.smtp_connections
+    return connections * overlap(connections, settings.smtp_pipelining)

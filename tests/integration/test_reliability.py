@@ -9,7 +9,7 @@ settle time has passed, every affected customer must have a mail and a receipt.
 Duplicates (the same Message-ID twice) may only come from a worker that died or stopped
 mid-send: at most the mails in flight or answered but not yet recorded,
 ``deliver.resend_bound`` (seven per SMTP connection, at most connections + 24, at least
-three times the connections) per fault; a worker frozen past its session timeout, then
+twice the connections) per fault; a worker frozen past its session timeout, then
 resumed, counts as one (deliver's fence). Who is affected comes
 from ``tests/oracle.py``, not from the code under test.
 

@@ -143,3 +143,10 @@ async def test_without_chunking_mails_take_a_connection_one_after_the_other(
 
     assert raw.command_reads[1:] == [[b"MAIL", b"RCPT", b"DATA"]] * 3 + [[b"QUIT"]]
     assert raw.messages == [dot_stuffed(MESSAGE) + b".\r\n"] * 3
+
+
+def test_past_12_connections_or_without_pipelining_a_connection_carries_one_mail() -> None:
+    """Twelve connections keep enough mails in flight alone; more would only widen the
+    bound (deliver's window cannot give the second mail its place any more)."""
+    assert [SmtpTransport(connections=c).overlap for c in (1, 4, 12, 13, 64)] == [2, 2, 2, 1, 1]
+    assert SmtpTransport(connections=4, pipelining=False).overlap == 1
