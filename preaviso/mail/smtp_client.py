@@ -103,17 +103,24 @@ def dot_stuffed(message: bytes) -> bytes:
 
 
 class Client(aiosmtplib.SMTP):
-    """``aiosmtplib.SMTP`` plus ``send_canonical``; ``pipelining=False`` never pipelines."""
+    """``aiosmtplib.SMTP`` plus ``send_canonical``; ``pipelining=False`` never pipelines,
+    ``overlap`` is how many mails its pool may put on it at once (``overlap()``)."""
 
     def __init__(
-        self, *args: Any, pipelining: bool = True, data_timeout: float | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        pipelining: bool = True,
+        overlap: int = 1,
+        data_timeout: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.pipelining = pipelining
+        self.overlap = overlap
         self.turn = asyncio.Lock()
         """Held to open the connection, and for a whole mail while mails may not overlap."""
         self.shared = False
-        """True once the pool lets ``OVERLAP`` mails take this connection at once."""
+        """True once the pool lets ``overlap`` mails take this connection at once."""
         self.opened_as: object | None = None
         """The protocol of the connection the pool last finished opening."""
         self.data_timeout = data_timeout
@@ -131,9 +138,11 @@ class Client(aiosmtplib.SMTP):
 
     @property
     def overlapping(self) -> bool:
-        """True once EHLO showed PIPELINING and CHUNKING: ``OVERLAP`` mails may share it."""
+        """True once EHLO showed PIPELINING and CHUNKING, where the pool may put ``overlap``
+        mails on it at once (not past ``OVERLAP_MAX_CONNECTIONS``)."""
         return (
-            self.pipelining
+            self.overlap > 1
+            and self.pipelining
             and self.supports_extension("pipelining")
             and self.supports_extension("chunking")
         )

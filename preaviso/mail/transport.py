@@ -228,11 +228,8 @@ class SmtpTransport(ClosingContext):
         if self._closed:
             return
         self._closed = True
-        clients: dict[int, Client] = {}
-        for _ in range(self._turns):
-            client = await self._idle.get()
-            clients[id(client)] = client
-        await asyncio.gather(*(self._quit(client) for client in clients.values()))
+        clients = {await self._idle.get() for _ in range(self._turns)}  # a client a turn
+        await asyncio.gather(*(self._quit(client) for client in clients))
 
     # -- internals -----------------------------------------------------------------------
 
@@ -249,6 +246,7 @@ class SmtpTransport(ClosingContext):
             start_tls=self.tls is SmtpTls.STARTTLS,
             validate_certs=self.verify_tls,
             pipelining=self.pipelining,
+            overlap=self.overlap,
         )
 
     async def _acquire(self) -> Client:

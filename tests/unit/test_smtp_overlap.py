@@ -150,3 +150,13 @@ def test_past_12_connections_or_without_pipelining_a_connection_carries_one_mail
     bound (deliver's window cannot give the second mail its place any more)."""
     assert [SmtpTransport(connections=c).overlap for c in (1, 4, 12, 13, 64)] == [2, 2, 2, 1, 1]
     assert SmtpTransport(connections=4, pipelining=False).overlap == 1
+
+
+async def test_past_12_connections_a_mail_starts_with_no_rset(raw: RawServer) -> None:
+    """One mail a connection there: nothing can be left open by a mail ahead of it."""
+    raw.offer_chunking, raw.strict = True, True
+    async with raw_transport(raw, connections=13) as transport:
+        for _ in range(2):
+            await transport.send(SENDER, ["jose@example.com"], MESSAGE)
+
+    assert raw.command_reads[1:] == [[b"MAIL", b"RCPT", b"BDAT"]] * 2 + [[b"QUIT"]]
